@@ -1,0 +1,6 @@
+//! Imaging: volumes in patient space, DICOM and NRRD readers, DICOMweb,
+//! body composition and nodule patches.
+
+pub mod volume;
+
+pub use volume::Volume;

@@ -1,0 +1,25 @@
+//! oncohooks: a FHIR-native CDS Hooks 2.0 server for oncology decision support.
+//!
+//! Data flows one way (see `docs/architecture.md`):
+//! `http` → `auth` → `services` → (`fhir`, `imaging`, `clinical`) → `features` → `ml` → `cds` → `store`.
+//! Nothing below `http` knows about HTTP.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cds;
+pub mod cli;
+pub mod clinical;
+pub mod config;
+pub mod features;
+pub mod fhir;
+pub mod http;
+pub mod imaging;
+pub mod ml;
+pub mod radiomics;
+pub mod services;
+pub mod startup;
+pub mod store;
+pub mod synth;
+pub mod telemetry;
+
+pub use startup::Application;
