@@ -1,1 +1,173 @@
-//! TODO
+//! The command line: `serve`, `migrate`, `score`, `dev-token`, `radiomics`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use crate::config::Settings;
+use crate::startup::{Application, build_engine};
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(name = "oncohooks", version, about = "FHIR-native CDS Hooks server for oncology decision support")]
+pub struct Cli {
+    /// Configuration file layered over the embedded demo defaults.
+    #[arg(long, global = true, env = "ONCOHOOKS_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the CDS Hooks server.
+    Serve {
+        #[arg(long)]
+        bind: Option<String>,
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Run database migrations and exit.
+    Migrate {
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Run a hook request through the pipeline offline and print the response.
+    Score {
+        /// Service id, e.g. `cachexia-risk`.
+        #[arg(long)]
+        service: String,
+        /// A CDS Hooks request JSON file (`-` for standard input).
+        #[arg(long)]
+        request: PathBuf,
+        /// Print `{response, features, baselines, model}` instead of the response.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Print a short-lived JWT signed with the demo EHR key (demo profile only).
+    DevToken {
+        /// Audience: the URL that will be called.
+        #[arg(long, default_value = "http://127.0.0.1:8080/cds-services/cachexia-risk")]
+        aud: String,
+        #[arg(long, default_value_t = 300)]
+        lifetime_seconds: u64,
+    },
+    /// Compute pyradiomics-compatible features for an image and a mask.
+    Radiomics {
+        /// NRRD file or DICOM series folder.
+        #[arg(long)]
+        image: PathBuf,
+        /// NRRD file, DICOM SEG file or folder.
+        #[arg(long)]
+        mask: PathBuf,
+        #[arg(long)]
+        bin_width: Option<f64>,
+    },
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    crate::telemetry::init(settings.logging.json, &settings.logging.level);
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+    };
+    match cli.command {
+        Command::Serve { bind, database_url } => {
+            if let Some(b) = bind {
+                settings.server.bind = b;
+            }
+            if let Some(u) = database_url {
+                settings.database.url = u.into();
+            }
+            // actix-web runs its own system on top of the tokio runtime.
+            actix_web::rt::System::new().block_on(async move {
+                let app = Application::build(settings).await?;
+                app.run_until_stopped().await?;
+                Ok(())
+            })
+        }
+        Command::Migrate { database_url } => {
+            if let Some(u) = database_url {
+                settings.database.url = u.into();
+            }
+            rt()?.block_on(async {
+                let store = Store::connect(settings.database.url.expose_secret(), 2).await?;
+                store.migrate().await?;
+                println!("migrations applied ({})", store.backend_name());
+                Ok(())
+            })
+        }
+        Command::Score {
+            service,
+            request,
+            explain,
+        } => {
+            let text = if request.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&request)
+                    .with_context(|| format!("reading {}", request.display()))?
+            };
+            let body: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", request.display()))?;
+            let out = rt()?.block_on(score(&settings, &service, body, explain))?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        Command::DevToken {
+            aud,
+            lifetime_seconds,
+        } => {
+            if !settings.is_demo() {
+                bail!("dev-token is only available in the demo profile (auth.demo = true)");
+            }
+            let token = crate::auth::dev_token(
+                &settings.auth,
+                &aud,
+                Duration::from_secs(lifetime_seconds),
+            )?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Radiomics {
+            image,
+            mask,
+            bin_width,
+        } => {
+            let features = crate::radiomics::cli_extract(&image, &mask, bin_width)?;
+            println!("{}", serde_json::to_string_pretty(&features)?);
+            Ok(())
+        }
+    }
+}
+
+async fn score(settings: &Settings, service_id: &str, body: Value, explain: bool) -> anyhow::Result<Value> {
+    let engine = build_engine(settings)?;
+    let (service, req) = engine.parse(service_id, body)?;
+    let outcome = engine
+        .evaluate(service.as_ref(), &req, tokio::time::Instant::now())
+        .await?;
+    let response = serde_json::to_value(&outcome.response)?;
+    if !explain {
+        return Ok(response);
+    }
+    Ok(json!({
+        "response": response,
+        "features": outcome.evaluation.features,
+        "baselines": outcome.evaluation.baselines,
+        "model": outcome.evaluation.model,
+        "prediction": outcome.evaluation.prediction,
+        "sources": outcome.sources,
+        "skipped": outcome.skipped,
+        "input_digest": outcome.input_digest,
+        "index_date": outcome.index_date.to_string(),
+    }))
+}

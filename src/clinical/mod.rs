@@ -1,1 +1,4 @@
-//! TODO
+//! Placeholder until the clinical module lands.
+use serde::Deserialize;
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Cutoffs {}

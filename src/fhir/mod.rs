@@ -7,6 +7,10 @@
 //! parsed with R4B types. One bad entry must not cost the whole Bundle, so
 //! Bundles are split entry by entry (see `record`).
 
+pub mod client;
+pub mod prefetch;
 pub mod record;
 
+pub use client::{AllowList, FhirClient, FhirError, Fetched};
+pub use prefetch::PrefetchSpec;
 pub use record::{PatientRecord, SkippedEntry};

@@ -1,0 +1,327 @@
+//! Layered configuration: embedded demo defaults, then an optional file, then
+//! `ONCOHOOKS__SECTION__KEY` environment variables (zero-to-production style).
+//!
+//! Values from the environment are parsed as TOML scalars or arrays where
+//! possible (`ONCOHOOKS__FHIR__PAGE_CAP=5`, `ONCOHOOKS__FHIR__ALLOWED_SERVERS=["https://ehr/fhir"]`),
+//! else taken as strings.
+
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use toml::{Table, Value};
+
+use crate::auth::AuthSettings;
+use crate::clinical::Cutoffs;
+
+const DEFAULTS: &str = include_str!("default.toml");
+const ENV_PREFIX: &str = "ONCOHOOKS__";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Demo key trusted, loopback FHIR servers allowed, `dev-token` enabled.
+    Demo,
+    /// Nothing trusted unless configured.
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub profile: Profile,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub fhir: FhirSettings,
+    #[serde(default)]
+    pub auth: AuthSettings,
+    #[serde(default)]
+    pub clinical: Cutoffs,
+    pub services: ServicesSettings,
+    pub logging: LoggingSettings,
+    #[serde(default)]
+    pub scoring: ScoringSettings,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ScoringSettings {
+    /// Pin the index date ("YYYY-MM-DD") for reproducible demos and tests.
+    /// Unset: today (UTC). Refused in the production profile.
+    #[serde(default)]
+    pub index_date: Option<chrono::NaiveDate>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub bind: String,
+    #[serde(default)]
+    pub public_base_url: Option<String>,
+    pub max_body_bytes: usize,
+    pub hook_deadline_ms: u64,
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
+    /// actix worker threads; default: number of CPUs.
+    #[serde(default)]
+    pub workers: Option<usize>,
+}
+
+#[derive(Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// `sqlite://path` or `postgres://…`; may hold a password, hence secret.
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub spool_dir: PathBuf,
+    pub spool_replay_interval_seconds: u64,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(self.url.expose_secret()))
+            .field("max_connections", &self.max_connections)
+            .field("spool_dir", &self.spool_dir)
+            .finish()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FhirSettings {
+    pub allowed_servers: Vec<String>,
+    pub page_cap: usize,
+    pub page_size: usize,
+    pub max_concurrent_requests: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServicesSettings {
+    /// Folder holding one sub-folder per service (`cds-hooks/<id>/service.toml`).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LoggingSettings {
+    pub json: bool,
+    pub level: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("environment variable {name}: {reason}")]
+    Env { name: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Defaults ← file ← process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Same as [`Settings::load`] with an explicit environment (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: Table = DEFAULTS.parse().expect("embedded default.toml is valid");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let overlay: Table = text.parse().map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source: Box::new(source),
+            })?;
+            merge(&mut table, overlay);
+        }
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        env.sort();
+        for (name, raw) in env {
+            let path: Vec<String> = name[ENV_PREFIX.len()..]
+                .split("__")
+                .map(str::to_lowercase)
+                .collect();
+            if path.iter().any(String::is_empty) {
+                return Err(ConfigError::Env {
+                    name,
+                    reason: "empty key segment".into(),
+                });
+            }
+            set_path(&mut table, &path, parse_env_value(&raw)).map_err(|reason| {
+                ConfigError::Env {
+                    name: name.clone(),
+                    reason,
+                }
+            })?;
+        }
+        let settings = Settings::deserialize(Value::Table(table))
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.profile == Profile::Production {
+            if self.auth.demo {
+                return Err(ConfigError::Invalid(
+                    "auth.demo must be false in the production profile".into(),
+                ));
+            }
+            if !self.auth.required {
+                return Err(ConfigError::Invalid(
+                    "auth.required must be true in the production profile".into(),
+                ));
+            }
+            if self.scoring.index_date.is_some() {
+                return Err(ConfigError::Invalid(
+                    "scoring.index_date is for demos and tests, not the production profile".into(),
+                ));
+            }
+            if self
+                .fhir
+                .allowed_servers
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case("loopback"))
+            {
+                tracing::warn!("production profile allows loopback FHIR servers");
+            }
+        }
+        if self.server.hook_deadline_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "server.hook_deadline_ms must be > 0".into(),
+            ));
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "server.max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn is_demo(&self) -> bool {
+        self.profile == Profile::Demo && self.auth.demo
+    }
+}
+
+fn merge(base: &mut Table, overlay: Table) {
+    for (k, v) in overlay {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn set_path(table: &mut Table, path: &[String], value: Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty key")?;
+    let mut cur = table;
+    for p in parents {
+        let entry = cur
+            .entry(p.clone())
+            .or_insert_with(|| Value::Table(Table::new()));
+        cur = match entry {
+            Value::Table(t) => t,
+            _ => return Err(format!("`{p}` is not a table")),
+        };
+    }
+    cur.insert(last.clone(), value);
+    Ok(())
+}
+
+fn parse_env_value(raw: &str) -> Value {
+    // Parse as the right-hand side of a TOML assignment; fall back to a string.
+    format!("v = {raw}")
+        .parse::<Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        // Dates stay strings: the settings types parse them (chrono).
+        .map(|v| match v {
+            Value::Datetime(d) => Value::String(d.to_string()),
+            v => v,
+        })
+        .unwrap_or_else(|| Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_defaults_are_the_demo_profile() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(s.profile, Profile::Demo);
+        assert!(s.is_demo());
+        assert_eq!(s.server.hook_deadline_ms, 3000);
+        assert!(s.database.url.expose_secret().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys_with_typed_values() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("ONCOHOOKS__FHIR__PAGE_CAP", "3"),
+                ("ONCOHOOKS__FHIR__ALLOWED_SERVERS", r#"["https://ehr.example/fhir"]"#),
+                ("ONCOHOOKS__DATABASE__URL", "postgres://u:pw@db/onco"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.fhir.page_cap, 3);
+        assert_eq!(s.fhir.allowed_servers, vec!["https://ehr.example/fhir"]);
+        assert!(!format!("{:?}", s.database).contains("pw"));
+        let s = Settings::load_with_env(None, env(&[("ONCOHOOKS__SCORING__INDEX_DATE", "2026-11-20")]))
+            .unwrap();
+        assert_eq!(s.scoring.index_date.unwrap().to_string(), "2026-11-20");
+    }
+
+    #[test]
+    fn production_profile_refuses_demo_trust() {
+        let err = Settings::load_with_env(None, env(&[("ONCOHOOKS__PROFILE", "production")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("auth.demo"), "{err}");
+    }
+
+    #[test]
+    fn shipped_production_config_is_valid_and_locked_down() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/production.toml");
+        let s = Settings::load_with_env(Some(&path), env(&[])).unwrap();
+        assert_eq!(s.profile, Profile::Production);
+        assert!(s.fhir.allowed_servers.is_empty());
+        assert!(s.auth.required && !s.auth.demo);
+    }
+}
