@@ -1,17 +1,37 @@
-//! Placeholder until the auth module lands.
-use serde::Deserialize;
-#[derive(Debug, Clone, Deserialize)]
-pub struct AuthSettings {
-    #[serde(default = "yes")]
-    pub required: bool,
-    #[serde(default)]
-    pub demo: bool,
-}
-fn yes() -> bool {
-    true
-}
-impl Default for AuthSettings {
-    fn default() -> Self {
-        Self { required: true, demo: false }
-    }
-}
+//! Authentication of CDS Clients (CDS Hooks 2.0 §"Trusting CDS Clients").
+//!
+//! A CDS Client (the EHR) sends `Authorization: Bearer <JWT>` on discovery,
+//! service and feedback calls. The JWT is signed with the client's private
+//! key (ES384 or RS384) and names the called endpoint in `aud`. We trust an
+//! explicit list of issuers, each with its JWK Set inline or at a configured
+//! URL, and refuse everything else.
+//!
+//! Use from the HTTP layer:
+//!
+//! ```no_run
+//! # async fn demo(settings: oncohooks::auth::AuthSettings, header: Option<&str>)
+//! # -> Result<(), oncohooks::auth::AuthError> {
+//! use oncohooks::auth::{ClientVerifier, bearer_token};
+//! // Once, at start-up; clone into every worker.
+//! let verifier = ClientVerifier::new(&settings, reqwest::Client::new())?;
+//! // Per request: the token, and the exact public URL that was called.
+//! let token = header.map(bearer_token).transpose()?;
+//! let client = verifier
+//!     .verify(token, &["https://cds.example.org/cds-services/cachexia"])
+//!     .await?;
+//! # let _ = client; Ok(()) }
+//! ```
+//!
+//! Any `Err` becomes a bare 401; log the error (it never contains the token).
+
+mod dev_token;
+mod error;
+mod jwks;
+mod replay;
+mod settings;
+mod verifier;
+
+pub use dev_token::{DEMO_ISSUER, DEV_CLIENT_SUB, dev_token};
+pub use error::AuthError;
+pub use settings::{AuthSettings, TrustedIssuer};
+pub use verifier::{CdsClient, ClientVerifier, VerifiedClient, bearer_token};
