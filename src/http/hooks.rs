@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::body::read_json;
 use super::{ApiError, AppState};
-use crate::auth::VerifiedClient;
+use crate::auth::{CdsClient, bearer_token};
 use crate::cds::{DiscoveryResponse, FeedbackRequest, HookRequest, card::json_rule_violations};
 use crate::services::{CdsService, HookError, HookOutcome};
 use crate::store::spool::{Persisted, persist_feedback, persist_hook};
@@ -31,26 +31,34 @@ fn called_url(req: &HttpRequest, state: &AppState) -> String {
 }
 
 /// Verify the CDS client's JWT. Failures are a bare 401; the reason is logged.
-async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<VerifiedClient, ApiError> {
-    let bearer = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+async fn authenticate(req: &HttpRequest, state: &AppState) -> Result<CdsClient, ApiError> {
+    let refuse = |e: crate::auth::AuthError| {
+        if e.is_infrastructure() {
+            tracing::error!(reason = %e, path = %req.path(), "CDS client authentication failed");
+        } else {
+            tracing::warn!(reason = %e, path = %req.path(), "CDS client authentication failed");
+        }
+        ApiError::Unauthorized
+    };
+    let header = match req.headers().get(AUTHORIZATION) {
+        Some(v) => Some(v.to_str().map_err(|_| ApiError::Unauthorized)?),
+        None => None,
+    };
+    let token = header.map(bearer_token).transpose().map_err(refuse)?;
     let url = called_url(req, state);
-    let alt = url.trim_end_matches('/').to_owned();
     state
         .verifier
-        .verify(bearer, &[url.as_str(), alt.as_str()])
+        .verify(token, &[url.as_str()])
         .await
-        .map_err(|e| {
-            tracing::warn!(reason = %e, path = %req.path(), "CDS client authentication failed");
-            ApiError::Unauthorized
-        })
+        .map_err(refuse)
+}
+
+/// (iss, sub) of the calling client, for the audit record.
+fn identity(client: &CdsClient) -> (Option<String>, Option<String>) {
+    match client {
+        CdsClient::Verified(v) => (Some(v.iss.clone()), v.sub.clone()),
+        CdsClient::Anonymous => (None, None),
+    }
 }
 
 #[tracing::instrument(name = "Discovery", skip_all)]
@@ -130,7 +138,7 @@ pub async fn call_service(
 struct Meta<'a> {
     service: &'a dyn CdsService,
     hook: &'a HookRequest,
-    client: &'a VerifiedClient,
+    client: &'a CdsClient,
     received_at: chrono::DateTime<Utc>,
     total_ms: f64,
 }
@@ -185,7 +193,7 @@ fn hook_record(
         }
         None => (None, Vec::new()),
     };
-    let (client_iss, client_sub) = meta.client.identity();
+    let (client_iss, client_sub) = identity(meta.client);
     HookRecord {
         invocation: InvocationRecord {
             id: invocation_id,
@@ -250,7 +258,7 @@ pub async fn feedback(
     }
     let body = read_json(&req, payload, state.max_body_bytes).await?;
     let parsed = FeedbackRequest::parse(body).map_err(ApiError::BadRequest)?;
-    let (client_iss, _) = client.identity();
+    let (client_iss, _) = identity(&client);
     let received_at = Utc::now();
     for item in parsed.feedback {
         let accepted: serde_json::Value = item
