@@ -153,7 +153,7 @@ async fn score(settings: &Settings, service_id: &str, body: Value, explain: bool
     let engine = build_engine(settings)?;
     let (service, req) = engine.parse(service_id, body)?;
     let outcome = engine
-        .evaluate(service.as_ref(), &req, tokio::time::Instant::now())
+        .evaluate(service.as_ref(), &req, tokio::time::Instant::now(), None)
         .await?;
     let response = serde_json::to_value(&outcome.response)?;
     if !explain {

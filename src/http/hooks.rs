@@ -18,16 +18,21 @@ use crate::services::{CdsService, HookError, HookOutcome};
 use crate::store::spool::{Persisted, persist_feedback, persist_hook};
 use crate::store::{CardRecord, FeedbackRecord, HookRecord, InvocationRecord, PredictionRecord};
 
-/// The URL the client called, as it must appear in the JWT's `aud`.
-fn called_url(req: &HttpRequest, state: &AppState) -> String {
-    let path = req.path();
+/// Where the client reached us: the configured public base URL, else the
+/// request's scheme and Host.
+pub(crate) fn base_url(req: &HttpRequest, state: &AppState) -> String {
     match &state.public_base_url {
-        Some(base) => format!("{}{}", base.trim_end_matches('/'), path),
+        Some(base) => base.trim_end_matches('/').to_owned(),
         None => {
             let info = req.connection_info();
-            format!("{}://{}{}", info.scheme(), info.host(), path)
+            format!("{}://{}", info.scheme(), info.host())
         }
     }
+}
+
+/// The URL the client called, as it must appear in the JWT's `aud`.
+fn called_url(req: &HttpRequest, state: &AppState) -> String {
+    format!("{}{}", base_url(req, state), req.path())
 }
 
 /// Verify the CDS client's JWT. Failures are a bare 401; the reason is logged.
@@ -95,7 +100,11 @@ pub async fn call_service(
     let (service, hook) = state.engine.parse(&path, body)?;
     tracing::Span::current().record("hook_instance", tracing::field::display(hook.hook_instance));
 
-    let result = state.engine.evaluate(service.as_ref(), &hook, started).await;
+    let base = base_url(&req, &state);
+    let result = state
+        .engine
+        .evaluate(service.as_ref(), &hook, started, Some(&base))
+        .await;
     let total_ms = clock.elapsed().as_secs_f64() * 1e3;
     let meta = Meta {
         service: service.as_ref(),

@@ -1,1 +1,474 @@
-//! Placeholder until the clinical module lands.
+//! `cachexia-risk`: cancer cachexia risk on `patient-view` (seed paper §1,
+//! arXiv 2503.06797).
+//!
+//! Until the multimodal model lands, the risk is the classic indices' result
+//! (Fearon 2011, GLIM, L3 sarcopenia by Prado 2008 / Martin 2013, CXI, mCXI;
+//! rule in `clinical::indices::assessment`), and every card says so.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{
+    CdsService, Evaluation, FeatureValue, KeySource, Prediction, ServiceDefinition, ServiceError,
+    ServiceInput,
+};
+use crate::cds::{
+    Action, ActionType, Card, CardBuilder, Coding, Indicator, SelectionBehavior, Source,
+    Suggestion,
+};
+use crate::clinical::{
+    ClassicAssessment, ClassicRisk, CxiStatus, Cutoffs, FearonStatus, GlimStatus, RiskLevel,
+    SarcopeniaStatus, Timeline,
+};
+use crate::config::Settings;
+use crate::features::cachexia::{self as features, Modality};
+
+pub const SERVICE_ID: &str = "cachexia-risk";
+const EMBEDDED_DEFINITION: &str = include_str!("../../cds-hooks/cachexia-risk/service.toml");
+const EMBEDDED_MODEL_CARD: &str = include_str!("../../cds-hooks/cachexia-risk/model-card.md");
+pub const MODEL_ID: &str = "cachexia-classic-indices";
+const METHOD_VERSION: &str = "1.0.0";
+const OVERRIDE_SYSTEM: &str = "https://oncohooks.invalid/fhir/CodeSystem/cachexia-override-reason";
+
+pub struct CachexiaService {
+    definition: ServiceDefinition,
+    cutoffs: Cutoffs,
+    /// `1.0.0+<cut-off digest>`: a change of configured cut-offs is a
+    /// different method version in the audit trail.
+    version: String,
+}
+
+impl CachexiaService {
+    pub fn load(settings: &Settings) -> anyhow::Result<Self> {
+        let definition =
+            ServiceDefinition::load(&settings.services.dir, SERVICE_ID, EMBEDDED_DEFINITION)?;
+        Self::new(definition, settings.clinical.clone())
+    }
+
+    pub fn new(definition: ServiceDefinition, cutoffs: Cutoffs) -> anyhow::Result<Self> {
+        cutoffs.validate()?;
+        let digest = Sha256::digest(serde_json::to_vec(&cutoffs)?);
+        let version = format!("{METHOD_VERSION}+{}", &hex::encode(digest)[..8]);
+        Ok(Self {
+            definition,
+            cutoffs,
+            version,
+        })
+    }
+}
+
+#[async_trait]
+impl CdsService for CachexiaService {
+    fn definition(&self) -> &ServiceDefinition {
+        &self.definition
+    }
+
+    fn model_version(&self) -> String {
+        format!("{MODEL_ID}/{}", self.version)
+    }
+
+    fn model_card(&self) -> Option<String> {
+        let def = &self.definition;
+        def.dir
+            .as_ref()
+            .zip(def.model_card.as_ref())
+            .and_then(|(d, f)| std::fs::read_to_string(d.join(f)).ok())
+            .or_else(|| Some(EMBEDDED_MODEL_CARD.to_owned()))
+    }
+
+    #[tracing::instrument(name = "Scoring cachexia risk", skip_all)]
+    async fn evaluate(&self, input: ServiceInput<'_>) -> Result<Evaluation, ServiceError> {
+        // Timeline extraction and the indices take well under a millisecond
+        // for a typical record: inline is cheaper than a thread hop.
+        let started = Instant::now();
+        let timeline = Timeline::from_record(&input.gathered.record, input.index_date);
+        let assessment = ClassicAssessment::compute(&timeline, &self.cutoffs);
+        let risk = assessment.risk(&timeline, &self.cutoffs);
+        let features = features::extract(&timeline);
+        let inference_ms = started.elapsed().as_secs_f64() * 1e3;
+
+        let baselines = serde_json::to_value(&assessment)
+            .map_err(|e| ServiceError::Unexpected(e.into()))?;
+        let model = json!({
+            "id": MODEL_ID,
+            "version": self.version,
+            "kind": "classic-indices",
+            "feature_schema": features::SCHEMA_VERSION,
+            "machine_learning": false,
+            "note": "Risk derived from the classic indices; the multimodal model is not enabled for this service yet.",
+        });
+        let applicable = timeline.has_active_cancer();
+        let tier = if applicable {
+            level_name(risk.level)
+        } else {
+            "not-applicable"
+        };
+        let prediction = Prediction {
+            model_id: MODEL_ID.into(),
+            model_version: self.version.clone(),
+            risk: None,
+            risk_tier: tier.into(),
+            confidence: None,
+            review_suggested: false,
+            result: json!({
+                "level": tier,
+                "reasons": risk.reasons,
+                "modalities_present": features::modalities_present(&features),
+            }),
+        };
+        // The service is for adults with cancer: no active cancer, no card
+        // (CDS Hooks: an empty `cards` array means nothing to say).
+        let cards = if applicable {
+            vec![self.card(&input, &timeline, &assessment, &risk, &features)]
+        } else {
+            Vec::new()
+        };
+        Ok(Evaluation {
+            cards,
+            prediction: Some(prediction),
+            features,
+            baselines,
+            model,
+            inference_ms,
+        })
+    }
+}
+
+fn level_name(level: RiskLevel) -> &'static str {
+    match level {
+        RiskLevel::High => "high",
+        RiskLevel::Elevated => "elevated",
+        RiskLevel::Low => "low",
+        RiskLevel::Unknown => "unknown",
+    }
+}
+
+impl CachexiaService {
+    fn card(
+        &self,
+        input: &ServiceInput<'_>,
+        t: &Timeline,
+        a: &ClassicAssessment,
+        risk: &ClassicRisk,
+        features: &[FeatureValue],
+    ) -> Card {
+        let indicator = match risk.level {
+            RiskLevel::High => Indicator::Critical,
+            RiskLevel::Elevated => Indicator::Warning,
+            RiskLevel::Low | RiskLevel::Unknown => Indicator::Info,
+        };
+        let headline = match risk.level {
+            RiskLevel::High => "HIGH",
+            RiskLevel::Elevated => "ELEVATED",
+            RiskLevel::Low => "low",
+            RiskLevel::Unknown => "undetermined",
+        };
+        let why = risk
+            .reasons
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "too little data to apply the criteria".into());
+        let summary = format!("Cachexia risk {headline} (classic indices): {why}");
+
+        let base = input.public_base_url.map(|b| b.trim_end_matches('/'));
+        let source = Source {
+            label: format!(
+                "oncohooks {SERVICE_ID} · classic indices {} (no ML model)",
+                self.version
+            ),
+            url: base.map(|b| format!("{b}/model-cards/{SERVICE_ID}")),
+            icon: None,
+            topic: Some(Coding::new(
+                Some("http://snomed.info/sct"),
+                "238108007",
+                "Cachexia",
+            )),
+        };
+
+        let mut b = CardBuilder::new(&summary, indicator, source)
+            .detail(detail(t, a, risk, features, &input.gathered.sources))
+            .override_reason(Coding::new(
+                Some(OVERRIDE_SYSTEM),
+                "already-managed",
+                "Already under nutrition or cachexia management",
+            ))
+            .override_reason(Coding::new(
+                Some(OVERRIDE_SYSTEM),
+                "not-cancer-related",
+                "Weight or lab changes not related to the cancer",
+            ))
+            .override_reason(Coding::new(
+                Some(OVERRIDE_SYSTEM),
+                "data-inaccurate",
+                "Recorded data are inaccurate",
+            ))
+            .override_reason(Coding::new(
+                Some(OVERRIDE_SYSTEM),
+                "patient-declined",
+                "Patient declined further assessment",
+            ));
+        let patient = format!("Patient/{}", input.request.context.patient_id);
+        if matches!(risk.level, RiskLevel::High | RiskLevel::Elevated) {
+            b = b.suggestion(Suggestion {
+                label: "Refer to dietitian for nutritional assessment".into(),
+                uuid: Some(Uuid::new_v4()),
+                is_recommended: Some(risk.level == RiskLevel::High),
+                actions: vec![service_request(
+                    &patient,
+                    "103699006",
+                    "Referral to dietitian",
+                    "Suspected cancer cachexia (classic indices)",
+                )],
+            });
+        }
+        let missing_labs: Vec<&FeatureValue> = features
+            .iter()
+            .filter(|f| !f.present && matches!(f.name.as_str(), "albumin" | "crp"))
+            .collect();
+        if !missing_labs.is_empty() {
+            b = b.suggestion(Suggestion {
+                label: "Order the labs the indices are missing".into(),
+                uuid: Some(Uuid::new_v4()),
+                is_recommended: None,
+                actions: missing_labs
+                    .iter()
+                    .map(|f| match f.name.as_str() {
+                        "albumin" => lab_request(&patient, "1751-7", "Albumin [Mass/volume] in Serum or Plasma"),
+                        _ => lab_request(&patient, "1988-5", "C reactive protein [Mass/volume] in Serum or Plasma"),
+                    })
+                    .collect(),
+            });
+        }
+        b.selection_behavior(SelectionBehavior::Any).build()
+    }
+}
+
+/// A draft ServiceRequest the clinician may accept (CDS Hooks 2.0 §Action:
+/// `create` with a FHIR resource).
+fn service_request(patient: &str, snomed: &str, display: &str, reason: &str) -> Action {
+    Action {
+        kind: ActionType::Create,
+        description: format!("Draft order: {display}"),
+        resource: Some(json!({
+            "resourceType": "ServiceRequest",
+            "status": "draft",
+            "intent": "proposal",
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": snomed, "display": display}]},
+            "subject": {"reference": patient},
+            "reasonCode": [{"text": reason}]
+        })),
+        resource_id: None,
+    }
+}
+
+fn lab_request(patient: &str, loinc: &str, display: &str) -> Action {
+    Action {
+        kind: ActionType::Create,
+        description: format!("Draft lab order: {display}"),
+        resource: Some(json!({
+            "resourceType": "ServiceRequest",
+            "status": "draft",
+            "intent": "proposal",
+            "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "108252007", "display": "Laboratory procedure"}]}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": loinc, "display": display}]},
+            "subject": {"reference": patient}
+        })),
+        resource_id: None,
+    }
+}
+
+fn fearon_label(s: FearonStatus) -> &'static str {
+    match s {
+        FearonStatus::Cachexia => "cachexia",
+        FearonStatus::NotCachexia => "not met",
+        FearonStatus::Unknown => "unknown",
+    }
+}
+
+fn glim_label(s: GlimStatus) -> &'static str {
+    match s {
+        GlimStatus::Malnutrition => "malnutrition",
+        GlimStatus::NoMalnutrition => "not met",
+        GlimStatus::Unknown => "unknown",
+    }
+}
+
+fn sarc_label(s: SarcopeniaStatus) -> &'static str {
+    match s {
+        SarcopeniaStatus::Sarcopenic => "sarcopenic",
+        SarcopeniaStatus::NotSarcopenic => "not sarcopenic",
+        SarcopeniaStatus::Unknown => "unknown",
+    }
+}
+
+fn cxi_label(s: CxiStatus) -> &'static str {
+    match s {
+        CxiStatus::Low => "low (high risk)",
+        CxiStatus::NotLow => "not low",
+        CxiStatus::Unknown => "unknown",
+    }
+}
+
+/// Markdown cells must not break the table.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn detail(
+    t: &Timeline,
+    a: &ClassicAssessment,
+    risk: &ClassicRisk,
+    features: &[FeatureValue],
+    sources: &std::collections::BTreeMap<String, KeySource>,
+) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "**Risk from the classic indices: {}.** The multimodal model is not enabled for this service yet; this is a rule on the published criteria below.\n",
+        level_name(risk.level)
+    );
+    for r in &risk.reasons {
+        let _ = writeln!(md, "- {}", cell(r));
+    }
+    if let Some(c) = t.primary_cancer() {
+        let stage = c
+            .stage
+            .as_ref()
+            .and_then(|s| s.label.clone())
+            .map(|s| format!(", stage {s}"))
+            .unwrap_or_default();
+        let onset = c.onset.map(|o| format!(", since {o}")).unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "\n**Cancer:** {}{stage}{onset} ({})",
+            cell(c.code.display.as_deref().unwrap_or(c.cancer_type.label())),
+            c.source
+        );
+    }
+
+    md.push_str("\n| Index | Result | Basis |\n|---|---|---|\n");
+    let rows: [(&str, &str, &str); 7] = [
+        ("Fearon 2011", fearon_label(a.fearon.status), &a.fearon.reason),
+        ("GLIM", glim_label(a.glim.status), &a.glim.reason),
+        (
+            "Sarcopenia (Prado 2008)",
+            sarc_label(a.sarcopenia_prado.status),
+            &a.sarcopenia_prado.reason,
+        ),
+        (
+            "Sarcopenia (Martin 2013)",
+            sarc_label(a.sarcopenia_martin.muscle_mass.status),
+            &a.sarcopenia_martin.muscle_mass.reason,
+        ),
+        (
+            "Muscle attenuation (Martin 2013)",
+            match a.sarcopenia_martin.attenuation.status {
+                crate::clinical::AttenuationStatus::Low => "low",
+                crate::clinical::AttenuationStatus::Normal => "normal",
+                crate::clinical::AttenuationStatus::Unknown => "unknown",
+            },
+            &a.sarcopenia_martin.attenuation.reason,
+        ),
+        ("CXI", cxi_label(a.cxi.status), &a.cxi.reason),
+        ("mCXI", cxi_label(a.mcxi.status), &a.mcxi.reason),
+    ];
+    for (name, result, basis) in rows {
+        let _ = writeln!(md, "| {name} | {result} | {} |", cell(basis));
+    }
+
+    md.push_str("\n**Values used**\n\n");
+    let mut any = false;
+    for f in features.iter().filter(|f| f.present) {
+        let (Some(v), Some(src)) = (&f.value, &f.source) else {
+            continue;
+        };
+        let v = match v {
+            Value::String(s) => s.clone(),
+            Value::Array(a) => a
+                .iter()
+                .map(|x| x.as_str().map(str::to_owned).unwrap_or_else(|| x.to_string()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            other => other.to_string(),
+        };
+        let unit = f.unit.as_deref().map(|u| format!(" {u}")).unwrap_or_default();
+        let date = f.date.as_deref().map(|d| format!(" on {d}")).unwrap_or_default();
+        let _ = writeln!(md, "- {}: {}{unit}{date} ({})", f.name.replace('_', " "), cell(&v), cell(src));
+        any = true;
+    }
+    if !any {
+        md.push_str("- none\n");
+    }
+
+    let missing = missing_advice(features);
+    if !missing.is_empty() {
+        md.push_str("\n**Missing inputs, and what they would add**\n\n");
+        for m in missing {
+            let _ = writeln!(md, "- {m}");
+        }
+    }
+    let present = features::modalities_present(features);
+    let absent: Vec<&str> = Modality::ALL
+        .iter()
+        .filter(|m| !present.contains(m))
+        .map(|m| m.label())
+        .collect();
+    if !absent.is_empty() {
+        let _ = writeln!(md, "\n_Modalities without data: {}._", absent.join(", "));
+    }
+
+    let unavailable: Vec<String> = sources
+        .iter()
+        .filter_map(|(k, s)| match s {
+            KeySource::Unavailable { reason } => Some(format!("{k} ({reason})")),
+            _ => None,
+        })
+        .collect();
+    if !unavailable.is_empty() {
+        let _ = writeln!(md, "\n_Data that could not be obtained: {}._", cell(&unavailable.join("; ")));
+    }
+    if !t.skipped.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n_{} recorded value(s) were not used (unknown unit, future date, or invalid status); see the audit record._",
+            t.skipped.len()
+        );
+    }
+    md
+}
+
+/// For each missing input, what ordering it would add (issue: "which inputs
+/// were missing and what ordering them would add").
+fn missing_advice(features: &[FeatureValue]) -> Vec<&'static str> {
+    let missing = |n: &str| features.iter().any(|f| f.name == n && !f.present);
+    let mut out = Vec::new();
+    if missing("weight") {
+        out.push("No weight in the last 30 days: a current weight is needed for Fearon, GLIM and BMI.");
+    } else if missing("weight_change_6m") {
+        out.push("No weight from about 6 months ago: a weight history (or the patient's reported usual weight, recorded as an Observation) decides Fearon's 6-month loss criterion.");
+    }
+    if missing("height") && missing("bmi") {
+        out.push("No height: height gives BMI (Fearon, GLIM) and SMI from muscle area.");
+    }
+    if missing("albumin") {
+        out.push("No recent albumin: serum albumin enables CXI and mCXI.");
+    }
+    if missing("nlr") {
+        out.push("No same-day neutrophil and lymphocyte counts: a differential blood count gives NLR for CXI and mCXI.");
+    }
+    if missing("urea_nitrogen") || missing("creatinine") {
+        out.push("No urea nitrogen/creatinine: a renal panel enables mCXI.");
+    }
+    if missing("crp") {
+        out.push("No CRP: CRP documents systemic inflammation (GLIM etiologic criterion).");
+    }
+    if missing("l3_smi") {
+        out.push("No L3 body composition: CT body-composition analysis at L3 enables sarcopenia (Prado/Martin), Fearon's sarcopenia criterion and CXI.");
+    }
+    out
+}

@@ -99,12 +99,14 @@ impl Engine {
     }
 
     /// Gather data and evaluate. `started` is when the request arrived: the
-    /// FHIR deadline counts from there.
+    /// FHIR deadline counts from there. `base_url` is where this server was
+    /// reached (for links on cards) when no public base URL is configured.
     pub async fn evaluate(
         &self,
         service: &dyn CdsService,
         req: &HookRequest,
         started: Instant,
+        base_url: Option<&str>,
     ) -> Result<HookOutcome, HookError> {
         let index_date = self.index_date();
         let deadline = started + self.fhir_deadline;
@@ -121,7 +123,7 @@ impl Engine {
                 request: req,
                 gathered: &gathered,
                 index_date,
-                public_base_url: self.public_base_url.as_deref(),
+                public_base_url: self.public_base_url.as_deref().or(base_url),
             })
             .await?;
         Ok(HookOutcome {

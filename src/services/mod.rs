@@ -90,6 +90,13 @@ pub trait CdsService: Send + Sync {
     /// Model id and version, reported in `x-model-version` and stored.
     fn model_version(&self) -> String;
 
+    /// The model card (markdown): `<service dir>/<model_card>` when present.
+    fn model_card(&self) -> Option<String> {
+        let def = self.definition();
+        let file = def.model_card.as_ref()?;
+        std::fs::read_to_string(def.dir.as_ref()?.join(file)).ok()
+    }
+
     /// Score the gathered data. CPU-heavy work must run off the async
     /// runtime (`tokio::task::spawn_blocking` or the inference pool).
     async fn evaluate(&self, input: ServiceInput<'_>) -> Result<Evaluation, ServiceError>;
