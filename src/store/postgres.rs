@@ -1,0 +1,676 @@
+//! PostgreSQL backend (production): JSONB, `timestamptz`, `FOR UPDATE SKIP
+//! LOCKED` for the job queue. Migrations: `migrations/postgres/`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Row, SqlSafeStr};
+use uuid::Uuid;
+
+use super::jobs::{Enqueued, FailOutcome, Job, JobStatus, NewJob};
+use super::records::{
+    CardRecord, FeedbackInsert, FeedbackRecord, HookRecord, InvocationRecord, PredictionRecord,
+    StoredInvocation,
+};
+use super::{POSTGRES, Settings, StoreError, StoreOptions};
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "audit records",
+        include_str!("../../migrations/postgres/0001_audit_records.sql"),
+    ),
+    (
+        2,
+        "jobs and imaging cache",
+        include_str!("../../migrations/postgres/0002_jobs_and_imaging_cache.sql"),
+    ),
+];
+
+fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    StoreError::db(POSTGRES, action)
+}
+
+/// The PostgreSQL implementation of [`super::Store`].
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    pub(crate) settings: Settings,
+}
+
+impl PgStore {
+    pub(crate) async fn connect(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
+        let (pool_opts, conn) = Self::options(url, opts)?;
+        let pool = pool_opts
+            .connect_with(conn)
+            .await
+            .map_err(|source| StoreError::Connect {
+                backend: POSTGRES,
+                source,
+            })?;
+        Ok(PgStore {
+            pool,
+            settings: Settings::from(opts),
+        })
+    }
+
+    pub(crate) fn connect_lazy(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
+        let (pool_opts, conn) = Self::options(url, opts)?;
+        Ok(PgStore {
+            pool: pool_opts.connect_lazy_with(conn),
+            settings: Settings::from(opts),
+        })
+    }
+
+    fn options(
+        url: &str,
+        opts: &StoreOptions,
+    ) -> Result<(PgPoolOptions, PgConnectOptions), StoreError> {
+        let conn = PgConnectOptions::from_str(url).map_err(|source| StoreError::InvalidUrl {
+            backend: POSTGRES,
+            source,
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections.max(1))
+            .acquire_timeout(opts.acquire_timeout);
+        Ok((pool, conn))
+    }
+
+    /// The pool, for tests and ad-hoc maintenance queries.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
+        super::migrator(MIGRATIONS)
+            .run(&self.pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                backend: POSTGRES,
+                source,
+            })
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db("pinging the database"))
+    }
+
+    // ---------------------------------------------------------------- audit
+
+    pub(crate) async fn record_hook(&self, rec: &HookRecord) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        let inv = &rec.invocation;
+        let inserted = sqlx::query(
+            "INSERT INTO invocations (id, hook_instance, service_id, hook, patient_id, user_id, \
+             encounter_id, fhir_server_host, client_iss, client_sub, received_at, total_ms, fhir_ms, \
+             inference_ms, http_status, outcome, error) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(inv.id)
+        .bind(&inv.hook_instance)
+        .bind(&inv.service_id)
+        .bind(&inv.hook)
+        .bind(&inv.patient_id)
+        .bind(&inv.user_id)
+        .bind(&inv.encounter_id)
+        .bind(&inv.fhir_server_host)
+        .bind(&inv.client_iss)
+        .bind(&inv.client_sub)
+        .bind(inv.received_at)
+        .bind(inv.total_ms)
+        .bind(inv.fhir_ms)
+        .bind(inv.inference_ms)
+        .bind(inv.http_status)
+        .bind(&inv.outcome)
+        .bind(&inv.error)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("inserting an invocation"))?
+        .rows_affected();
+        if inserted == 0 {
+            // Already recorded (a spool replay, or a retry): a no-op.
+            return Ok(());
+        }
+        if let Some(p) = &rec.prediction {
+            sqlx::query(
+                "INSERT INTO predictions (id, invocation_id, service_id, patient_id, model_id, \
+                 model_version, risk, risk_tier, confidence, review_suggested, input_digest, features, \
+                 result, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+            )
+            .bind(p.id)
+            .bind(p.invocation_id)
+            .bind(&p.service_id)
+            .bind(&p.patient_id)
+            .bind(&p.model_id)
+            .bind(&p.model_version)
+            .bind(p.risk)
+            .bind(&p.risk_tier)
+            .bind(p.confidence)
+            .bind(p.review_suggested)
+            .bind(&p.input_digest)
+            .bind(Json(&p.features))
+            .bind(Json(&p.result))
+            .bind(p.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("inserting a prediction"))?;
+        }
+        for c in &rec.cards {
+            sqlx::query(
+                "INSERT INTO cards (uuid, invocation_id, prediction_id, service_id, card, created_at) \
+                 VALUES ($1,$2,$3,$4,$5,$6)",
+            )
+            .bind(c.uuid)
+            .bind(c.invocation_id)
+            .bind(c.prediction_id)
+            .bind(&c.service_id)
+            .bind(Json(&c.card))
+            .bind(c.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("inserting a card"))?;
+        }
+        tx.commit().await.map_err(db("committing a hook record"))
+    }
+
+    pub(crate) async fn record_feedback(
+        &self,
+        f: &FeedbackRecord,
+    ) -> Result<FeedbackInsert, StoreError> {
+        let n = sqlx::query(
+            "INSERT INTO feedback (id, service_id, card_uuid, outcome, override_reason, \
+             accepted_suggestions, outcome_timestamp, received_at, client_iss, feedback_digest) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (feedback_digest) DO NOTHING",
+        )
+        .bind(f.id)
+        .bind(&f.service_id)
+        .bind(f.card_uuid)
+        .bind(&f.outcome)
+        .bind(f.override_reason.as_ref().map(Json))
+        .bind(Json(&f.accepted_suggestions))
+        .bind(f.outcome_timestamp)
+        .bind(f.received_at)
+        .bind(&f.client_iss)
+        .bind(&f.feedback_digest)
+        .execute(&self.pool)
+        .await
+        .map_err(db("inserting feedback"))?
+        .rows_affected();
+        Ok(if n == 0 {
+            FeedbackInsert::Duplicate
+        } else {
+            FeedbackInsert::Inserted
+        })
+    }
+
+    pub(crate) async fn get_invocation(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<StoredInvocation>, StoreError> {
+        let read = db("reading an invocation");
+        let Some(row) = sqlx::query("SELECT * FROM invocations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading an invocation"))?
+        else {
+            return Ok(None);
+        };
+        let invocation = invocation_from_row(&row).map_err(read)?;
+        let prediction = sqlx::query(
+            "SELECT * FROM predictions WHERE invocation_id = $1 ORDER BY created_at, id LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading a prediction"))?
+        .map(|r| prediction_from_row(&r))
+        .transpose()
+        .map_err(db("reading a prediction"))?;
+        let cards =
+            sqlx::query("SELECT * FROM cards WHERE invocation_id = $1 ORDER BY created_at, uuid")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("reading cards"))?
+                .iter()
+                .map(card_from_row)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db("reading cards"))?;
+        Ok(Some(StoredInvocation {
+            invocation,
+            prediction,
+            cards,
+        }))
+    }
+
+    pub(crate) async fn find_card(&self, uuid: Uuid) -> Result<Option<CardRecord>, StoreError> {
+        sqlx::query("SELECT * FROM cards WHERE uuid = $1")
+            .bind(uuid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading a card"))?
+            .map(|r| card_from_row(&r))
+            .transpose()
+            .map_err(db("reading a card"))
+    }
+
+    pub(crate) async fn feedback_for_card(
+        &self,
+        uuid: Uuid,
+    ) -> Result<Vec<FeedbackRecord>, StoreError> {
+        sqlx::query("SELECT * FROM feedback WHERE card_uuid = $1 ORDER BY received_at, id")
+            .bind(uuid)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reading feedback"))?
+            .iter()
+            .map(feedback_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db("reading feedback"))
+    }
+
+    pub(crate) async fn recent_predictions(
+        &self,
+        service_id: &str,
+        patient_id: &str,
+        limit: i64,
+    ) -> Result<Vec<PredictionRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM predictions WHERE service_id = $1 AND patient_id = $2 \
+             ORDER BY created_at DESC, id DESC LIMIT $3",
+        )
+        .bind(service_id)
+        .bind(patient_id)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading recent predictions"))?
+        .iter()
+        .map(prediction_from_row)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db("reading recent predictions"))
+    }
+
+    // ----------------------------------------------------------------- jobs
+
+    pub(crate) async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, StoreError> {
+        // A finished job may free the key between our INSERT and SELECT;
+        // then the INSERT is tried again.
+        for _ in 0..5 {
+            let id = Uuid::new_v4();
+            let inserted = sqlx::query(
+                "INSERT INTO jobs (id, kind, payload, dedupe_key, status, attempts, max_attempts, \
+                 run_after, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'queued', 0, $5, now(), now(), now()) \
+                 ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running') \
+                 DO NOTHING RETURNING id",
+            )
+            .bind(id)
+            .bind(&job.kind)
+            .bind(Json(&job.payload))
+            .bind(&job.dedupe_key)
+            .bind(job.max_attempts)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("enqueueing a job"))?;
+            if inserted.is_some() {
+                return Ok(Enqueued::New(id));
+            }
+            let existing: Option<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM jobs WHERE dedupe_key = $1 AND status IN ('queued', 'running')",
+            )
+            .bind(&job.dedupe_key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("looking up a queued job"))?;
+            if let Some(existing) = existing {
+                return Ok(Enqueued::AlreadyQueued(existing));
+            }
+        }
+        Err(StoreError::InvalidRecord(format!(
+            "job of kind {:?}: its dedupe key kept flipping between queued and finished",
+            job.kind
+        )))
+    }
+
+    pub(crate) async fn claim(
+        &self,
+        worker_id: &str,
+        kinds: &[&str],
+        lease: Duration,
+    ) -> Result<Option<Job>, StoreError> {
+        let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+        // A lease that expired on the last attempt: the worker died (or hung)
+        // max_attempts times on this job; stop handing it out.
+        sqlx::query(
+            "UPDATE jobs SET status = 'dead', locked_by = NULL, locked_until = NULL, updated_at = now(), \
+             last_error = 'lease expired on the last attempt (worker ' || coalesce(locked_by, '?') \
+               || ' did not report back)' || coalesce('; previous error: ' || last_error, '') \
+             WHERE status = 'running' AND locked_until < now() AND attempts >= max_attempts \
+               AND kind = ANY($1)",
+        )
+        .bind(&kinds)
+        .execute(&self.pool)
+        .await
+        .map_err(db("dead-lettering expired jobs"))?;
+        let row = sqlx::query(
+            "WITH next AS ( \
+               SELECT id FROM jobs \
+               WHERE kind = ANY($2) \
+                 AND ((status = 'queued' AND run_after <= now()) \
+                   OR (status = 'running' AND locked_until < now() AND attempts < max_attempts)) \
+               ORDER BY run_after, created_at \
+               LIMIT 1 \
+               FOR UPDATE SKIP LOCKED) \
+             UPDATE jobs AS j SET status = 'running', attempts = j.attempts + 1, locked_by = $1, \
+               locked_until = now() + make_interval(secs => $3), updated_at = now() \
+             FROM next WHERE j.id = next.id \
+             RETURNING j.*",
+        )
+        .bind(worker_id)
+        .bind(&kinds)
+        .bind(super::clamp_span(lease).as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("claiming a job"))?;
+        row.map(|r| job_from_row(&r)).transpose()
+    }
+
+    pub(crate) async fn heartbeat(
+        &self,
+        job_id: Uuid,
+        worker_id: &str,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        let n = sqlx::query(
+            "UPDATE jobs SET locked_until = now() + make_interval(secs => $3), updated_at = now() \
+             WHERE id = $1 AND status = 'running' AND locked_by = $2",
+        )
+        .bind(job_id)
+        .bind(worker_id)
+        .bind(super::clamp_span(lease).as_secs_f64())
+        .execute(&self.pool)
+        .await
+        .map_err(db("renewing a job lease"))?
+        .rows_affected();
+        lease_held(n, job_id, worker_id)
+    }
+
+    pub(crate) async fn complete(
+        &self,
+        job_id: Uuid,
+        worker_id: &str,
+        result: Option<&Value>,
+    ) -> Result<(), StoreError> {
+        let n = sqlx::query(
+            "UPDATE jobs SET status = 'done', locked_by = NULL, locked_until = NULL, result = $3, \
+             updated_at = now() WHERE id = $1 AND status = 'running' AND locked_by = $2",
+        )
+        .bind(job_id)
+        .bind(worker_id)
+        .bind(result.map(Json))
+        .execute(&self.pool)
+        .await
+        .map_err(db("completing a job"))?
+        .rows_affected();
+        lease_held(n, job_id, worker_id)
+    }
+
+    pub(crate) async fn fail(
+        &self,
+        job_id: Uuid,
+        worker_id: &str,
+        error: &str,
+    ) -> Result<FailOutcome, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        let row = sqlx::query(
+            "SELECT attempts, max_attempts FROM jobs \
+             WHERE id = $1 AND status = 'running' AND locked_by = $2 FOR UPDATE",
+        )
+        .bind(job_id)
+        .bind(worker_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db("failing a job"))?;
+        let Some(row) = row else {
+            return Err(StoreError::LeaseLost {
+                job_id,
+                worker_id: worker_id.to_string(),
+            });
+        };
+        let attempts: i32 = row.try_get("attempts").map_err(db("failing a job"))?;
+        let max_attempts: i32 = row.try_get("max_attempts").map_err(db("failing a job"))?;
+        let outcome = if attempts >= max_attempts {
+            sqlx::query(
+                "UPDATE jobs SET status = 'dead', locked_by = NULL, locked_until = NULL, \
+                 last_error = $2, updated_at = now() WHERE id = $1",
+            )
+            .bind(job_id)
+            .bind(error)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("dead-lettering a job"))?;
+            FailOutcome::DeadLettered
+        } else {
+            let delay = self.settings.backoff.sample(attempts);
+            let run_after = sqlx::query_scalar(
+                "UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, \
+                 last_error = $2, run_after = now() + make_interval(secs => $3), updated_at = now() \
+                 WHERE id = $1 RETURNING run_after",
+            )
+            .bind(job_id)
+            .bind(error)
+            .bind(super::clamp_span(delay).as_secs_f64())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("rescheduling a job"))?;
+            FailOutcome::Retry { run_after }
+        };
+        tx.commit().await.map_err(db("committing a job failure"))?;
+        Ok(outcome)
+    }
+
+    pub(crate) async fn job(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading a job"))?
+            .map(|r| job_from_row(&r))
+            .transpose()
+    }
+
+    pub(crate) async fn dead_letters(&self, kind: &str) -> Result<Vec<Job>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM jobs WHERE kind = $1 AND status = 'dead' ORDER BY updated_at, id",
+        )
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading dead letters"))?
+        .iter()
+        .map(job_from_row)
+        .collect()
+    }
+
+    pub(crate) async fn put_imaging_result(
+        &self,
+        series_uid: &str,
+        pipeline_version: &str,
+        kind: &str,
+        result: &Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO imaging_results (series_uid, pipeline_version, kind, result, created_at) \
+             VALUES ($1, $2, $3, $4, now()) \
+             ON CONFLICT (series_uid, pipeline_version, kind) \
+             DO UPDATE SET result = excluded.result, created_at = excluded.created_at",
+        )
+        .bind(series_uid)
+        .bind(pipeline_version)
+        .bind(kind)
+        .bind(Json(result))
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(db("caching an imaging result"))
+    }
+
+    pub(crate) async fn get_imaging_result(
+        &self,
+        series_uid: &str,
+        pipeline_version: &str,
+        kind: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        let v: Option<Json<Value>> = sqlx::query_scalar(
+            "SELECT result FROM imaging_results \
+             WHERE series_uid = $1 AND pipeline_version = $2 AND kind = $3",
+        )
+        .bind(series_uid)
+        .bind(pipeline_version)
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("reading an imaging result"))?;
+        Ok(v.map(|j| j.0))
+    }
+
+    /// Runs one statement, for tests and maintenance (e.g. proving that the
+    /// append-only triggers refuse an UPDATE).
+    pub async fn execute_raw(&self, sql: impl SqlSafeStr) -> Result<u64, StoreError> {
+        sqlx::query(sql)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(db("running a raw statement"))
+    }
+}
+
+fn lease_held(rows: u64, job_id: Uuid, worker_id: &str) -> Result<(), StoreError> {
+    if rows == 0 {
+        Err(StoreError::LeaseLost {
+            job_id,
+            worker_id: worker_id.to_string(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+fn invocation_from_row(r: &PgRow) -> Result<InvocationRecord, sqlx::Error> {
+    Ok(InvocationRecord {
+        id: r.try_get("id")?,
+        hook_instance: r.try_get("hook_instance")?,
+        service_id: r.try_get("service_id")?,
+        hook: r.try_get("hook")?,
+        patient_id: r.try_get("patient_id")?,
+        user_id: r.try_get("user_id")?,
+        encounter_id: r.try_get("encounter_id")?,
+        fhir_server_host: r.try_get("fhir_server_host")?,
+        client_iss: r.try_get("client_iss")?,
+        client_sub: r.try_get("client_sub")?,
+        received_at: r.try_get("received_at")?,
+        total_ms: r.try_get("total_ms")?,
+        fhir_ms: r.try_get("fhir_ms")?,
+        inference_ms: r.try_get("inference_ms")?,
+        http_status: r.try_get("http_status")?,
+        outcome: r.try_get("outcome")?,
+        error: r.try_get("error")?,
+    })
+}
+
+fn prediction_from_row(r: &PgRow) -> Result<PredictionRecord, sqlx::Error> {
+    Ok(PredictionRecord {
+        id: r.try_get("id")?,
+        invocation_id: r.try_get("invocation_id")?,
+        service_id: r.try_get("service_id")?,
+        patient_id: r.try_get("patient_id")?,
+        model_id: r.try_get("model_id")?,
+        model_version: r.try_get("model_version")?,
+        risk: r.try_get("risk")?,
+        risk_tier: r.try_get("risk_tier")?,
+        confidence: r.try_get("confidence")?,
+        review_suggested: r.try_get("review_suggested")?,
+        input_digest: r.try_get("input_digest")?,
+        features: r.try_get::<Json<Value>, _>("features")?.0,
+        result: r.try_get::<Json<Value>, _>("result")?.0,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn card_from_row(r: &PgRow) -> Result<CardRecord, sqlx::Error> {
+    Ok(CardRecord {
+        uuid: r.try_get("uuid")?,
+        invocation_id: r.try_get("invocation_id")?,
+        prediction_id: r.try_get("prediction_id")?,
+        service_id: r.try_get("service_id")?,
+        card: r.try_get::<Json<Value>, _>("card")?.0,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn feedback_from_row(r: &PgRow) -> Result<FeedbackRecord, sqlx::Error> {
+    Ok(FeedbackRecord {
+        id: r.try_get("id")?,
+        service_id: r.try_get("service_id")?,
+        card_uuid: r.try_get("card_uuid")?,
+        outcome: r.try_get("outcome")?,
+        override_reason: r
+            .try_get::<Option<Json<Value>>, _>("override_reason")?
+            .map(|j| j.0),
+        accepted_suggestions: r.try_get::<Json<Value>, _>("accepted_suggestions")?.0,
+        outcome_timestamp: r.try_get("outcome_timestamp")?,
+        received_at: r.try_get("received_at")?,
+        client_iss: r.try_get("client_iss")?,
+        feedback_digest: r.try_get("feedback_digest")?,
+    })
+}
+
+fn job_from_row(r: &PgRow) -> Result<Job, StoreError> {
+    let get = db("reading a job");
+    let status: String = r.try_get("status").map_err(db("reading a job"))?;
+    let job = (|| -> Result<Job, sqlx::Error> {
+        Ok(Job {
+            id: r.try_get("id")?,
+            kind: r.try_get("kind")?,
+            payload: r.try_get::<Json<Value>, _>("payload")?.0,
+            dedupe_key: r.try_get("dedupe_key")?,
+            status: JobStatus::Queued,
+            attempts: r.try_get("attempts")?,
+            max_attempts: r.try_get("max_attempts")?,
+            run_after: r.try_get("run_after")?,
+            locked_by: r.try_get("locked_by")?,
+            locked_until: r.try_get("locked_until")?,
+            last_error: r.try_get("last_error")?,
+            result: r.try_get::<Option<Json<Value>>, _>("result")?.map(|j| j.0),
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+        })
+    })()
+    .map_err(get)?;
+    Ok(Job {
+        status: JobStatus::parse(&status)?,
+        ..job
+    })
+}
