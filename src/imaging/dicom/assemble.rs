@@ -1,7 +1,7 @@
 //! Stacking the slices of one CT series into a volume, with the checks that
 //! keep a broken series from being mis-stacked silently.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
 use dicom_dictionary_std::tags;
@@ -326,6 +326,16 @@ fn check_consistent(
         }
     }
     Ok(())
+}
+
+/// Split decoded slices by SeriesInstanceUID (for a study-level retrieval
+/// or a folder holding several reconstructions).
+pub fn group_by_series(slices: Vec<CtSlice>) -> BTreeMap<String, Vec<CtSlice>> {
+    let mut groups: BTreeMap<String, Vec<CtSlice>> = BTreeMap::new();
+    for s in slices {
+        groups.entry(s.series_uid.clone()).or_default().push(s);
+    }
+    groups
 }
 
 /// Read the CT series in a folder (files at its top level).

@@ -41,7 +41,9 @@ pub mod synthetic;
 #[cfg(test)]
 mod tests;
 
-pub use assemble::{AssembleOptions, CtVolume, SeriesWarning, assemble_ct, read_ct_dir};
+pub use assemble::{
+    AssembleOptions, CtVolume, SeriesWarning, assemble_ct, group_by_series, read_ct_dir,
+};
 pub use error::DicomError;
 pub use seg::{SegSelection, read_seg_mask};
 pub use slice::CtSlice;

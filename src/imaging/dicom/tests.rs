@@ -404,6 +404,25 @@ fn a_single_slice_is_accepted_with_a_warning() {
 }
 
 #[test]
+fn mixed_slices_are_grouped_by_series_then_assembled() {
+    let v = synthetic_volume();
+    let mut all = series_from_volume(&v, "2.25.93");
+    all.extend(series_from_volume(&v, "2.25.94"));
+    let slices = decode_all(&all).unwrap();
+    let err = assemble_ct(slices.clone(), &AssembleOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, DicomError::InconsistentSeries { tag, .. } if tag.starts_with("SeriesInstanceUID")),
+        "{err}"
+    );
+    let groups = group_by_series(slices);
+    assert_eq!(groups.keys().collect::<Vec<_>>(), ["2.25.93", "2.25.94"]);
+    for (_, g) in groups {
+        let ct = assemble_ct(g, &AssembleOptions::default()).unwrap();
+        assert_eq!(ct.volume.data, v.data);
+    }
+}
+
+#[test]
 fn empty_series_is_an_error() {
     assert!(matches!(
         assemble_ct(Vec::new(), &AssembleOptions::default()),
