@@ -13,7 +13,11 @@ use crate::startup::{Application, build_engine};
 use crate::store::Store;
 
 #[derive(Debug, Parser)]
-#[command(name = "oncohooks", version, about = "FHIR-native CDS Hooks server for oncology decision support")]
+#[command(
+    name = "oncohooks",
+    version,
+    about = "FHIR-native CDS Hooks server for oncology decision support"
+)]
 pub struct Cli {
     /// Configuration file layered over the embedded demo defaults.
     #[arg(long, global = true, env = "ONCOHOOKS_CONFIG")]
@@ -51,7 +55,10 @@ pub enum Command {
     /// Print a short-lived JWT signed with the demo EHR key (demo profile only).
     DevToken {
         /// Audience: the URL that will be called.
-        #[arg(long, default_value = "http://127.0.0.1:8080/cds-services/cachexia-risk")]
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:8080/cds-services/cachexia-risk"
+        )]
         aud: String,
         #[arg(long, default_value_t = 300)]
         lifetime_seconds: u64,
@@ -149,7 +156,12 @@ pub fn run() -> anyhow::Result<()> {
     }
 }
 
-async fn score(settings: &Settings, service_id: &str, body: Value, explain: bool) -> anyhow::Result<Value> {
+async fn score(
+    settings: &Settings,
+    service_id: &str,
+    body: Value,
+    explain: bool,
+) -> anyhow::Result<Value> {
     let engine = build_engine(settings)?;
     let (service, req) = engine.parse(service_id, body)?;
     let outcome = engine

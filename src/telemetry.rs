@@ -9,7 +9,12 @@ pub fn init(json: bool, level: &str) {
     // `try_init`: tests and embedders may have installed a subscriber already.
     let _ = if json {
         registry
-            .with(fmt::layer().json().with_current_span(true).with_target(false))
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_target(false),
+            )
             .try_init()
     } else {
         registry.with(fmt::layer().with_target(false)).try_init()

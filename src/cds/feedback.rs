@@ -40,7 +40,10 @@ pub struct FeedbackRequest {
 impl FeedbackRequest {
     pub fn parse(body: Value) -> Result<Self, FieldError> {
         let Value::Object(mut obj) = body else {
-            return Err(FieldError::new("$", "the request body must be a JSON object"));
+            return Err(FieldError::new(
+                "$",
+                "the request body must be a JSON object",
+            ));
         };
         let items = match obj.remove("feedback") {
             Some(Value::Array(a)) if !a.is_empty() => a,
@@ -171,8 +174,10 @@ mod tests {
             "outcomeTimestamp": "2021-12-11T10:05:31Z"}]}))
         .unwrap_err();
         assert_eq!(e.field, "feedback[0].card");
-        let e = FeedbackRequest::parse(json!({"feedback": [{"card": "f6b95768-b1c8-40dc-8385-bf3504b82ffb",
-            "outcome": "maybe", "outcomeTimestamp": "2021-12-11T10:05:31Z"}]}))
+        let e = FeedbackRequest::parse(
+            json!({"feedback": [{"card": "f6b95768-b1c8-40dc-8385-bf3504b82ffb",
+            "outcome": "maybe", "outcomeTimestamp": "2021-12-11T10:05:31Z"}]}),
+        )
         .unwrap_err();
         assert_eq!(e.field, "feedback[0].outcome");
         let e = FeedbackRequest::parse(json!({"feedback": []})).unwrap_err();

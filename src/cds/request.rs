@@ -113,7 +113,10 @@ impl HookRequest {
     /// Parse and validate a hook call for a service that expects `expected_hook`.
     pub fn parse(body: Value, expected_hook: &str) -> Result<Self, FieldError> {
         let Value::Object(mut obj) = body else {
-            return Err(FieldError::new("$", "the request body must be a JSON object"));
+            return Err(FieldError::new(
+                "$",
+                "the request body must be a JSON object",
+            ));
         };
         let hook = take_string(&mut obj, "hook", "hook")?
             .ok_or_else(|| FieldError::new("hook", "required"))?;
@@ -185,7 +188,8 @@ impl HookRequest {
 }
 
 fn parse_fhir_server(s: &str) -> Result<Url, FieldError> {
-    let url = Url::parse(s).map_err(|e| FieldError::new("fhirServer", format!("not a URL: {e}")))?;
+    let url =
+        Url::parse(s).map_err(|e| FieldError::new("fhirServer", format!("not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(FieldError::new(
             "fhirServer",
@@ -193,17 +197,17 @@ fn parse_fhir_server(s: &str) -> Result<Url, FieldError> {
         ));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(FieldError::new(
-            "fhirServer",
-            "must not carry credentials",
-        ));
+        return Err(FieldError::new("fhirServer", "must not carry credentials"));
     }
     Ok(url)
 }
 
 fn parse_authorization(v: Value) -> Result<FhirAuthorization, FieldError> {
     let Value::Object(mut a) = v else {
-        return Err(FieldError::new("fhirAuthorization", "must be a JSON object"));
+        return Err(FieldError::new(
+            "fhirAuthorization",
+            "must be a JSON object",
+        ));
     };
     let access_token = take_string(&mut a, "access_token", "fhirAuthorization.access_token")?
         .filter(|t| !t.is_empty())
@@ -306,7 +310,7 @@ mod tests {
         let r = HookRequest::parse(valid(), "patient-view").unwrap();
         assert_eq!(r.context.patient_id.as_str(), "pat-1");
         assert_eq!(r.prefetch.get("conditions"), Some(&Prefetch::Null));
-        assert!(r.prefetch.get("observations").is_none());
+        assert!(!r.prefetch.contains_key("observations"));
         assert!(!format!("{r:?}").contains("secret-token"));
     }
 

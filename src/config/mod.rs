@@ -295,7 +295,10 @@ mod tests {
             None,
             env(&[
                 ("ONCOHOOKS__FHIR__PAGE_CAP", "3"),
-                ("ONCOHOOKS__FHIR__ALLOWED_SERVERS", r#"["https://ehr.example/fhir"]"#),
+                (
+                    "ONCOHOOKS__FHIR__ALLOWED_SERVERS",
+                    r#"["https://ehr.example/fhir"]"#,
+                ),
                 ("ONCOHOOKS__DATABASE__URL", "postgres://u:pw@db/onco"),
                 ("UNRELATED", "x"),
             ]),
@@ -304,8 +307,11 @@ mod tests {
         assert_eq!(s.fhir.page_cap, 3);
         assert_eq!(s.fhir.allowed_servers, vec!["https://ehr.example/fhir"]);
         assert!(!format!("{:?}", s.database).contains("pw"));
-        let s = Settings::load_with_env(None, env(&[("ONCOHOOKS__SCORING__INDEX_DATE", "2026-11-20")]))
-            .unwrap();
+        let s = Settings::load_with_env(
+            None,
+            env(&[("ONCOHOOKS__SCORING__INDEX_DATE", "2026-11-20")]),
+        )
+        .unwrap();
         assert_eq!(s.scoring.index_date.unwrap().to_string(), "2026-11-20");
     }
 

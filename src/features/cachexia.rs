@@ -85,7 +85,12 @@ fn absent(name: &str, unit: Option<&str>) -> FeatureValue {
     }
 }
 
-fn plain(name: &str, value: Option<Value>, unit: Option<&str>, source: Option<String>) -> FeatureValue {
+fn plain(
+    name: &str,
+    value: Option<Value>,
+    unit: Option<&str>,
+    source: Option<String>,
+) -> FeatureValue {
     FeatureValue {
         name: name.into(),
         present: value.is_some(),
@@ -150,9 +155,9 @@ pub fn extract(t: &Timeline) -> Vec<FeatureValue> {
         ),
         plain(
             "months_since_diagnosis",
-            cancer
-                .and_then(|c| c.onset)
-                .map(|o| json!(((t.index_date - o).num_days() as f64 / 30.44 * 10.0).round() / 10.0)),
+            cancer.and_then(|c| c.onset).map(|o| {
+                json!(((t.index_date - o).num_days() as f64 / 30.44 * 10.0).round() / 10.0)
+            }),
             Some("mo"),
             cancer.map(|c| c.source.to_string()),
         ),
@@ -221,8 +226,16 @@ pub fn extract(t: &Timeline) -> Vec<FeatureValue> {
 /// Which modalities have at least one present feature.
 pub fn modality_of(feature: &str) -> Modality {
     match feature {
-        "age" | "sex" | "race" | "ethnicity" | "cancer_type" | "cancer_stage"
-        | "months_since_diagnosis" | "height" | "ecog" | "karnofsky" => Modality::Clinical,
+        "age"
+        | "sex"
+        | "race"
+        | "ethnicity"
+        | "cancer_type"
+        | "cancer_stage"
+        | "months_since_diagnosis"
+        | "height"
+        | "ecog"
+        | "karnofsky" => Modality::Clinical,
         "weight" | "bmi" | "weight_change_1m" | "weight_change_3m" | "weight_change_6m"
         | "weight_change_12m" => Modality::Weight,
         "l3_smi" | "l3_sma" | "l3_muscle_hu" | "l3_vat" | "l3_sat" => Modality::BodyComposition,

@@ -125,7 +125,12 @@ impl FhirClient {
         if !self.allow.allows(base) {
             return queries
                 .into_iter()
-                .map(|(k, _)| (k, Err(FhirError::NotAllowed(base.origin().ascii_serialization()))))
+                .map(|(k, _)| {
+                    (
+                        k,
+                        Err(FhirError::NotAllowed(base.origin().ascii_serialization())),
+                    )
+                })
                 .collect();
         }
         let futs = queries.into_iter().map(|(key, query)| async move {
@@ -197,8 +202,10 @@ impl FhirClient {
             .get(url.clone())
             .header(ACCEPT, "application/fhir+json");
         if let Some(t) = token {
-            let mut v = HeaderValue::from_str(&format!("Bearer {}", t.expose_secret()))
-                .map_err(|_| FhirError::Transport("access token is not a valid header value".into()))?;
+            let mut v =
+                HeaderValue::from_str(&format!("Bearer {}", t.expose_secret())).map_err(|_| {
+                    FhirError::Transport("access token is not a valid header value".into())
+                })?;
             v.set_sensitive(true);
             req = req.header(AUTHORIZATION, v);
         }
@@ -276,7 +283,10 @@ mod tests {
     #[test]
     fn join_keeps_base_path() {
         let b = Url::parse("https://h/fhir").unwrap();
-        assert_eq!(join(&b, "Patient/1").unwrap().as_str(), "https://h/fhir/Patient/1");
+        assert_eq!(
+            join(&b, "Patient/1").unwrap().as_str(),
+            "https://h/fhir/Patient/1"
+        );
         assert_eq!(
             join(&b, "Observation?patient=1&code=a|b").unwrap().as_str(),
             "https://h/fhir/Observation?patient=1&code=a|b"

@@ -11,6 +11,6 @@ pub mod client;
 pub mod prefetch;
 pub mod record;
 
-pub use client::{AllowList, FhirClient, FhirError, Fetched};
+pub use client::{AllowList, Fetched, FhirClient, FhirError};
 pub use prefetch::PrefetchSpec;
 pub use record::{PatientRecord, SkippedEntry};

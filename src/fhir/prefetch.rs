@@ -103,12 +103,10 @@ pub fn check_prefetch(key: &str, spec: &PrefetchSpec, value: &Value) -> Result<(
     let path = format!("prefetch.{key}");
     let rt = value.get("resourceType").and_then(Value::as_str);
     match rt {
-        None => {
-            return Err(FieldError::new(
-                format!("{path}.resourceType"),
-                "missing: not a FHIR resource",
-            ));
-        }
+        None => Err(FieldError::new(
+            format!("{path}.resourceType"),
+            "missing: not a FHIR resource",
+        )),
         Some("Bundle") => {
             let entries = match value.get("entry") {
                 None | Some(Value::Null) => return Ok(()),
@@ -272,7 +270,8 @@ mod tests {
     #[test]
     fn wrong_resource_types_are_named() {
         let obs = spec("Observation?patient={{context.patientId}}", "Observation");
-        let e = check_prefetch("observations", &obs, &json!({"resourceType": "Patient"})).unwrap_err();
+        let e =
+            check_prefetch("observations", &obs, &json!({"resourceType": "Patient"})).unwrap_err();
         assert_eq!(e.field, "prefetch.observations.resourceType");
         let e = check_prefetch(
             "observations",
@@ -280,9 +279,16 @@ mod tests {
             &json!({"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Condition"}}]}),
         )
         .unwrap_err();
-        assert_eq!(e.field, "prefetch.observations.entry[0].resource.resourceType");
-        let e = check_prefetch("observations", &obs, &json!({"resourceType": "Bundle", "entry": {}}))
-            .unwrap_err();
+        assert_eq!(
+            e.field,
+            "prefetch.observations.entry[0].resource.resourceType"
+        );
+        let e = check_prefetch(
+            "observations",
+            &obs,
+            &json!({"resourceType": "Bundle", "entry": {}}),
+        )
+        .unwrap_err();
         assert_eq!(e.field, "prefetch.observations.entry");
         let pat = spec("Patient/{{context.patientId}}", "Patient");
         assert!(check_prefetch("patient", &pat, &json!({"resourceType": "Patient"})).is_ok());
@@ -296,8 +302,14 @@ mod tests {
             {"resource": {"resourceType": "Observation", "subject": {"reference": "https://ehr/fhir/Patient/p-2/_history/1"}}}
         ]});
         let e = check_same_patient("observations", &b, "p-1").unwrap_err();
-        assert_eq!(e.field, "prefetch.observations.entry[1].resource.subject.reference");
+        assert_eq!(
+            e.field,
+            "prefetch.observations.entry[1].resource.subject.reference"
+        );
         let p = json!({"resourceType": "Patient", "id": "p-9"});
-        assert_eq!(check_same_patient("patient", &p, "p-1").unwrap_err().field, "prefetch.patient.id");
+        assert_eq!(
+            check_same_patient("patient", &p, "p-1").unwrap_err().field,
+            "prefetch.patient.id"
+        );
     }
 }

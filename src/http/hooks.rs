@@ -117,7 +117,9 @@ pub async fn call_service(
         Ok(outcome) => {
             let record = hook_record(&meta, Some(&outcome), 200, None);
             persist(&state, record).await;
-            debug_assert!(json_rule_violations(&serde_json::to_value(&outcome.response).unwrap()).is_empty());
+            debug_assert!(
+                json_rule_violations(&serde_json::to_value(&outcome.response).unwrap()).is_empty()
+            );
             let total_ms = clock.elapsed().as_secs_f64() * 1e3;
             Ok(HttpResponse::Ok()
                 .insert_header(("x-total-time", format!("{total_ms:.1}")))

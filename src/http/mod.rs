@@ -32,6 +32,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(health::readyz))
         .route("/cds-services", web::get().to(hooks::discovery))
         .route("/cds-services/{id}", web::post().to(hooks::call_service))
-        .route("/cds-services/{id}/feedback", web::post().to(hooks::feedback))
+        .route(
+            "/cds-services/{id}/feedback",
+            web::post().to(hooks::feedback),
+        )
         .route("/model-cards/{id}", web::get().to(model_cards::model_card));
 }

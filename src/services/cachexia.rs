@@ -18,11 +18,10 @@ use super::{
     ServiceInput,
 };
 use crate::cds::{
-    Action, ActionType, Card, CardBuilder, Coding, Indicator, SelectionBehavior, Source,
-    Suggestion,
+    Action, ActionType, Card, CardBuilder, Coding, Indicator, SelectionBehavior, Source, Suggestion,
 };
 use crate::clinical::{
-    ClassicAssessment, ClassicRisk, CxiStatus, Cutoffs, FearonStatus, GlimStatus, RiskLevel,
+    ClassicAssessment, ClassicRisk, Cutoffs, CxiStatus, FearonStatus, GlimStatus, RiskLevel,
     SarcopeniaStatus, Timeline,
 };
 use crate::config::Settings;
@@ -92,8 +91,8 @@ impl CdsService for CachexiaService {
         let features = features::extract(&timeline);
         let inference_ms = started.elapsed().as_secs_f64() * 1e3;
 
-        let baselines = serde_json::to_value(&assessment)
-            .map_err(|e| ServiceError::Unexpected(e.into()))?;
+        let baselines =
+            serde_json::to_value(&assessment).map_err(|e| ServiceError::Unexpected(e.into()))?;
         let model = json!({
             "id": MODEL_ID,
             "version": self.version,
@@ -238,8 +237,16 @@ impl CachexiaService {
                 actions: missing_labs
                     .iter()
                     .map(|f| match f.name.as_str() {
-                        "albumin" => lab_request(&patient, "1751-7", "Albumin [Mass/volume] in Serum or Plasma"),
-                        _ => lab_request(&patient, "1988-5", "C reactive protein [Mass/volume] in Serum or Plasma"),
+                        "albumin" => lab_request(
+                            &patient,
+                            "1751-7",
+                            "Albumin [Mass/volume] in Serum or Plasma",
+                        ),
+                        _ => lab_request(
+                            &patient,
+                            "1988-5",
+                            "C reactive protein [Mass/volume] in Serum or Plasma",
+                        ),
                     })
                     .collect(),
             });
@@ -353,7 +360,11 @@ fn detail(
 
     md.push_str("\n| Index | Result | Basis |\n|---|---|---|\n");
     let rows: [(&str, &str, &str); 7] = [
-        ("Fearon 2011", fearon_label(a.fearon.status), &a.fearon.reason),
+        (
+            "Fearon 2011",
+            fearon_label(a.fearon.status),
+            &a.fearon.reason,
+        ),
         ("GLIM", glim_label(a.glim.status), &a.glim.reason),
         (
             "Sarcopenia (Prado 2008)",
@@ -391,14 +402,32 @@ fn detail(
             Value::String(s) => s.clone(),
             Value::Array(a) => a
                 .iter()
-                .map(|x| x.as_str().map(str::to_owned).unwrap_or_else(|| x.to_string()))
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| x.to_string())
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
             other => other.to_string(),
         };
-        let unit = f.unit.as_deref().map(|u| format!(" {u}")).unwrap_or_default();
-        let date = f.date.as_deref().map(|d| format!(" on {d}")).unwrap_or_default();
-        let _ = writeln!(md, "- {}: {}{unit}{date} ({})", f.name.replace('_', " "), cell(&v), cell(src));
+        let unit = f
+            .unit
+            .as_deref()
+            .map(|u| format!(" {u}"))
+            .unwrap_or_default();
+        let date = f
+            .date
+            .as_deref()
+            .map(|d| format!(" on {d}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "- {}: {}{unit}{date} ({})",
+            f.name.replace('_', " "),
+            cell(&v),
+            cell(src)
+        );
         any = true;
     }
     if !any {
@@ -430,7 +459,11 @@ fn detail(
         })
         .collect();
     if !unavailable.is_empty() {
-        let _ = writeln!(md, "\n_Data that could not be obtained: {}._", cell(&unavailable.join("; ")));
+        let _ = writeln!(
+            md,
+            "\n_Data that could not be obtained: {}._",
+            cell(&unavailable.join("; "))
+        );
     }
     if !t.skipped.is_empty() {
         let _ = writeln!(
@@ -448,7 +481,9 @@ fn missing_advice(features: &[FeatureValue]) -> Vec<&'static str> {
     let missing = |n: &str| features.iter().any(|f| f.name == n && !f.present);
     let mut out = Vec::new();
     if missing("weight") {
-        out.push("No weight in the last 30 days: a current weight is needed for Fearon, GLIM and BMI.");
+        out.push(
+            "No weight in the last 30 days: a current weight is needed for Fearon, GLIM and BMI.",
+        );
     } else if missing("weight_change_6m") {
         out.push("No weight from about 6 months ago: a weight history (or the patient's reported usual weight, recorded as an Observation) decides Fearon's 6-month loss criterion.");
     }

@@ -80,7 +80,9 @@ impl ServiceDefinition {
         if !(0.0..=1.0).contains(&def.tiers.warning)
             || !(def.tiers.warning..=1.0).contains(&def.tiers.critical)
         {
-            return Err(invalid("tiers must satisfy 0 ≤ warning ≤ critical ≤ 1".into()));
+            return Err(invalid(
+                "tiers must satisfy 0 ≤ warning ≤ critical ≤ 1".into(),
+            ));
         }
         Ok(def)
     }
@@ -168,7 +170,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_tiers_are_rejected() {
-        assert!(ServiceDefinition::from_toml("id='x'\nhook='h'\ntitle='t'\ndescription='d'\nbogus=1", "t").is_err());
+        assert!(
+            ServiceDefinition::from_toml(
+                "id='x'\nhook='h'\ntitle='t'\ndescription='d'\nbogus=1",
+                "t"
+            )
+            .is_err()
+        );
         assert!(
             ServiceDefinition::from_toml(
                 "id='x'\nhook='h'\ntitle='t'\ndescription='d'\n[tiers]\nwarning=0.7\ncritical=0.6",

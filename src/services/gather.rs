@@ -205,7 +205,11 @@ fn split(v: &Value) -> Vec<Value> {
     if v.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
         v.get("entry")
             .and_then(Value::as_array)
-            .map(|es| es.iter().filter_map(|e| e.get("resource").cloned()).collect())
+            .map(|es| {
+                es.iter()
+                    .filter_map(|e| e.get("resource").cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     } else {
         vec![v.clone()]
@@ -214,7 +218,11 @@ fn split(v: &Value) -> Vec<Value> {
 
 /// The query we send ourselves: the rendered template, plus the lookback date
 /// limit and a page size for searches.
-fn render_query(spec: &PrefetchSpec, req: &HookRequest, index_date: NaiveDate) -> Result<String, String> {
+fn render_query(
+    spec: &PrefetchSpec,
+    req: &HookRequest,
+    index_date: NaiveDate,
+) -> Result<String, String> {
     let mut q = render_template(&spec.template, &req.context)?;
     if spec.is_search() {
         if let (Some(months), Some(param)) = (spec.lookback_months, &spec.date_param) {

@@ -62,9 +62,18 @@ async fn missing_token_is_a_bare_401() {
         .await;
     assert_eq!(resp.status(), 401);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body, json!({"error": "unauthorized"}), "no reason is returned");
+    assert_eq!(
+        body,
+        json!({"error": "unauthorized"}),
+        "no reason is returned"
+    );
     // Discovery and feedback are protected too.
-    let r = app.http.get(format!("{}/cds-services", app.address)).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/cds-services", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = app
         .http
@@ -124,7 +133,8 @@ async fn unlisted_jku_is_never_fetched() {
 #[tokio::test]
 async fn alg_none_is_refused() {
     let app = spawn_app().await;
-    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT", "kid": KID}).to_string());
+    let header =
+        URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT", "kid": KID}).to_string());
     let payload = URL_SAFE_NO_PAD.encode(claims(&app).to_string());
     let token = format!("{header}.{payload}.");
     assert_eq!(status_with(&app, Some(&token)).await, 401);

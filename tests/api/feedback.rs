@@ -14,7 +14,10 @@ async fn feedback_is_stored_once_even_when_sent_twice() {
         .await
         .unwrap();
     let card = body["cards"][0]["uuid"].as_str().unwrap().to_owned();
-    let suggestion = body["cards"][0]["suggestions"][0]["uuid"].as_str().unwrap().to_owned();
+    let suggestion = body["cards"][0]["suggestions"][0]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let fb = json!({"feedback": [
         {"card": card, "outcome": "accepted", "acceptedSuggestions": [{"id": suggestion}],
          "outcomeTimestamp": "2026-11-20T10:00:00Z"}
@@ -38,7 +41,10 @@ async fn feedback_is_stored_once_even_when_sent_twice() {
          "overrideReason": {"reason": body["cards"][0]["overrideReasons"][0], "userComment": "seen by dietitian"},
          "outcomeTimestamp": "2026-11-20T10:05:00Z"}
     ]});
-    assert_eq!(app.post_feedback("cachexia-risk", &over).await.status(), 200);
+    assert_eq!(
+        app.post_feedback("cachexia-risk", &over).await.status(),
+        200
+    );
     assert_eq!(app.db.count("feedback").await, 2);
     app.cleanup().await;
 }
@@ -53,8 +59,13 @@ async fn malformed_feedback_is_400_naming_the_field() {
         )
         .await;
     assert_eq!(resp.status(), 400);
-    assert_eq!(resp.json::<Value>().await.unwrap()["field"], "feedback[0].card");
-    let resp = app.post_feedback("no-such-service", &json!({"feedback": []})).await;
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["field"],
+        "feedback[0].card"
+    );
+    let resp = app
+        .post_feedback("no-such-service", &json!({"feedback": []}))
+        .await;
     assert_eq!(resp.status(), 404);
     app.cleanup().await;
 }

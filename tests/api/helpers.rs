@@ -16,7 +16,6 @@ pub const FHIR_TOKEN: &str = "demo-access-token-not-a-secret";
 
 pub struct TestApp {
     pub address: String,
-    pub port: u16,
     pub db: TestDb,
     pub fhir: MockServer,
     pub http: reqwest::Client,
@@ -25,7 +24,9 @@ pub struct TestApp {
 }
 
 pub fn fixture_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
 }
 
 pub fn fixture(rel: &str) -> Value {
@@ -68,7 +69,6 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
-        port,
         db,
         fhir,
         http: reqwest::Client::builder()

@@ -11,7 +11,10 @@ use crate::helpers::{FHIR_TOKEN, fixture, hook_for, spawn_app, spawn_app_with};
 use crate::support::db::Backend;
 
 fn detail(body: &Value) -> String {
-    body["cards"][0]["detail"].as_str().unwrap_or_default().to_owned()
+    body["cards"][0]["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -53,13 +56,29 @@ async fn full_prefetch_returns_a_critical_card_with_the_evidence() {
     let card = &body["cards"][0];
     assert_eq!(card["indicator"], "critical");
     assert!(card["summary"].as_str().unwrap().chars().count() <= 140);
-    assert!(card["source"]["label"].as_str().unwrap().contains("classic indices"));
-    assert!(card["source"]["url"].as_str().unwrap().ends_with("/model-cards/cachexia-risk"));
+    assert!(
+        card["source"]["label"]
+            .as_str()
+            .unwrap()
+            .contains("classic indices")
+    );
+    assert!(
+        card["source"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/model-cards/cachexia-risk")
+    );
     let d = detail(&body);
     assert!(d.contains("Fearon 2011 | cachexia"), "{d}");
     assert!(d.contains("Observation/cachexia-full-obs-alb"), "{d}");
     assert!(card["selectionBehavior"].is_string());
-    assert!(card["overrideReasons"].as_array().unwrap().iter().all(|r| r["display"].is_string()));
+    assert!(
+        card["overrideReasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["display"].is_string())
+    );
     // Nothing was fetched: there is no fhirServer and prefetch was complete.
     assert!(app.fhir.received_requests().await.unwrap().is_empty());
     // Persisted: invocation, prediction and the card.
@@ -79,7 +98,11 @@ async fn stable_patient_with_mixed_units_gets_an_info_card() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["cards"][0]["indicator"], "info", "{body:#}");
     // 42 g/L albumin was normalised to g/dL.
-    assert!(detail(&body).contains("albumin: 4.2 g/dL"), "{}", detail(&body));
+    assert!(
+        detail(&body).contains("albumin: 4.2 g/dL"),
+        "{}",
+        detail(&body)
+    );
     app.cleanup().await;
 }
 
@@ -88,7 +111,10 @@ async fn missing_prefetch_is_fetched_from_the_fhir_server_with_the_bearer_token(
     let app = spawn_app().await;
     mount_patient(&app, None).await;
     let resp = app
-        .post_hook("cachexia-risk", &hook_for(&app, "hooks/partial-prefetch.json"))
+        .post_hook(
+            "cachexia-risk",
+            &hook_for(&app, "hooks/partial-prefetch.json"),
+        )
         .await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
@@ -123,7 +149,12 @@ async fn no_prefetch_at_all_fetches_everything() {
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["cards"].as_array().unwrap().len(), 1, "{body:#}");
-    assert_eq!(requests_to(&app, "/fhir/Patient/partial-prefetch").await.len(), 1);
+    assert_eq!(
+        requests_to(&app, "/fhir/Patient/partial-prefetch")
+            .await
+            .len(),
+        1
+    );
     app.cleanup().await;
 }
 
@@ -132,7 +163,10 @@ async fn page_cap_stops_following_next_links() {
     let app = spawn_app_with(Backend::Sqlite, |s| s.fhir.page_cap = 1).await;
     mount_patient(&app, None).await;
     let resp = app
-        .post_hook("cachexia-risk", &hook_for(&app, "hooks/partial-prefetch.json"))
+        .post_hook(
+            "cachexia-risk",
+            &hook_for(&app, "hooks/partial-prefetch.json"),
+        )
         .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(requests_to(&app, "/fhir/Observation").await.len(), 1);
@@ -163,11 +197,17 @@ async fn slow_fhir_server_still_gets_an_answer_within_the_deadline() {
     mount_patient(&app, Some(Duration::from_secs(10))).await;
     let started = Instant::now();
     let resp = app
-        .post_hook("cachexia-risk", &hook_for(&app, "hooks/partial-prefetch.json"))
+        .post_hook(
+            "cachexia-risk",
+            &hook_for(&app, "hooks/partial-prefetch.json"),
+        )
         .await;
     let elapsed = started.elapsed();
     assert_eq!(resp.status(), 200);
-    assert!(elapsed < Duration::from_secs(3), "answered after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "answered after {elapsed:?}"
+    );
     let body: Value = resp.json().await.unwrap();
     let d = detail(&body);
     assert!(d.contains("could not be obtained"), "{d}");
@@ -193,7 +233,10 @@ async fn fhir_server_not_on_the_allow_list_is_never_contacted() {
     let app = spawn_app_with(Backend::Sqlite, |s| s.fhir.allowed_servers = vec![]).await;
     mount_patient(&app, None).await;
     let resp = app
-        .post_hook("cachexia-risk", &hook_for(&app, "hooks/partial-prefetch.json"))
+        .post_hook(
+            "cachexia-risk",
+            &hook_for(&app, "hooks/partial-prefetch.json"),
+        )
         .await;
     assert_eq!(resp.status(), 200);
     assert!(app.fhir.received_requests().await.unwrap().is_empty());
@@ -312,7 +355,10 @@ async fn body_over_the_limit_is_413() {
         .post_hook("cachexia-risk", &fixture("hooks/cachexia-full.json"))
         .await;
     assert_eq!(resp.status(), 413);
-    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "payload_too_large");
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"],
+        "payload_too_large"
+    );
     app.cleanup().await;
 }
 
@@ -333,9 +379,19 @@ async fn model_card_is_served_where_the_card_links() {
 #[tokio::test]
 async fn health_and_readiness() {
     let app = spawn_app().await;
-    let r = app.http.get(format!("{}/healthz", app.address)).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = app.http.get(format!("{}/readyz", app.address)).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     app.cleanup().await;
 }

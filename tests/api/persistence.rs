@@ -8,7 +8,11 @@ use crate::helpers::{fixture, spawn_app_with};
 use crate::support::db::{Backend, admin_url};
 
 async fn set_database_available(db_url: &str, available: bool) {
-    let name = url::Url::parse(db_url).unwrap().path().trim_start_matches('/').to_owned();
+    let name = url::Url::parse(db_url)
+        .unwrap()
+        .path()
+        .trim_start_matches('/')
+        .to_owned();
     let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
     sqlx::query(AssertSqlSafe(format!(
         "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {available}"
@@ -52,7 +56,11 @@ async fn database_outage_spools_hooks_and_replays_them_when_it_is_back() {
     assert_eq!(resp.status(), 200, "the hook still answers");
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["cards"].as_array().unwrap().len(), 1);
-    assert_eq!(spooled_lines(app.spool_dir.path()), 1, "the record is in the spool");
+    assert_eq!(
+        spooled_lines(app.spool_dir.path()),
+        1,
+        "the record is in the spool"
+    );
 
     set_database_available(app.db.url(), true).await;
     let dir = app.spool_dir.path().to_owned();
