@@ -1,4 +1,5 @@
-//! Structured logging with tracing. `RUST_LOG` overrides the configured level.
+//! Structured logging with tracing, to stderr (stdout is for command output,
+//! e.g. `score`). `RUST_LOG` overrides the configured level.
 //! Logs never carry tokens, and patient identifiers only in the audit tables.
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
@@ -17,6 +18,13 @@ pub fn init(json: bool, level: &str) {
             )
             .try_init()
     } else {
-        registry.with(fmt::layer().with_target(false)).try_init()
+        registry
+            .with(
+                fmt::layer()
+                    .with_target(false)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()
     };
 }

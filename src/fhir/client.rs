@@ -209,10 +209,7 @@ impl FhirClient {
             v.set_sensitive(true);
             req = req.header(AUTHORIZATION, v);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| FhirError::Transport(e.without_url().to_string()))?;
+        let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
         if !status.is_success() {
             return Err(FhirError::Status {
@@ -220,12 +217,25 @@ impl FhirClient {
                 what: url.path().to_owned(),
             });
         }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| FhirError::Transport(e.without_url().to_string()))?;
+        let bytes = resp.bytes().await.map_err(transport)?;
         serde_json::from_slice(&bytes).map_err(|e| FhirError::Body(e.to_string()))
     }
+}
+
+/// The error and its causes, without the URL (it may carry query details).
+fn transport(e: reqwest::Error) -> FhirError {
+    if e.is_timeout() {
+        return FhirError::Transport("timed out".into());
+    }
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    FhirError::Transport(msg)
 }
 
 /// `base` + relative query, keeping the base path (`https://h/fhir` + `Patient/1`).

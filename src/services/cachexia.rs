@@ -20,6 +20,7 @@ use super::{
 use crate::cds::{
     Action, ActionType, Card, CardBuilder, Coding, Indicator, SelectionBehavior, Source, Suggestion,
 };
+use crate::clinical::provenance::format_value;
 use crate::clinical::{
     ClassicAssessment, ClassicRisk, Cutoffs, CxiStatus, FearonStatus, GlimStatus, RiskLevel,
     SarcopeniaStatus, Timeline,
@@ -167,12 +168,10 @@ impl CachexiaService {
             RiskLevel::Low => "low",
             RiskLevel::Unknown => "undetermined",
         };
-        let why = risk
-            .reasons
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "too little data to apply the criteria".into());
-        let summary = format!("Cachexia risk {headline} (classic indices): {why}");
+        let summary = format!(
+            "Cachexia risk {headline} (classic indices): {}",
+            short_reasons(t, a, risk.level)
+        );
 
         let base = input.public_base_url.map(|b| b.trim_end_matches('/'));
         let source = Source {
@@ -287,6 +286,54 @@ fn lab_request(patient: &str, loinc: &str, display: &str) -> Action {
         })),
         resource_id: None,
     }
+}
+
+/// The few words that fit the 140-character summary; the detail has the rest.
+fn short_reasons(t: &Timeline, a: &ClassicAssessment, level: RiskLevel) -> String {
+    let loss6 = t.weight.six_months.as_ref().map(|c| {
+        format!(
+            "{}% weight change in 6 mo",
+            format_value(round1(c.percent_change))
+        )
+    });
+    let mut parts: Vec<String> = Vec::new();
+    match level {
+        RiskLevel::High => {
+            if a.fearon.status == FearonStatus::Cachexia {
+                parts.push("Fearon criteria met".into());
+            } else {
+                parts.push("cachexia diagnosis on record".into());
+            }
+            parts.extend(loss6);
+        }
+        RiskLevel::Elevated => {
+            if a.glim.status == GlimStatus::Malnutrition {
+                parts.push("GLIM malnutrition".into());
+            }
+            if a.sarcopenia_prado.status == SarcopeniaStatus::Sarcopenic
+                || a.sarcopenia_martin.muscle_mass.status == SarcopeniaStatus::Sarcopenic
+            {
+                parts.push("sarcopenia".into());
+            }
+            if a.cxi.status == CxiStatus::Low {
+                parts.push("low CXI".into());
+            }
+            if a.mcxi.status == CxiStatus::Low {
+                parts.push("low mCXI".into());
+            }
+            parts.extend(loss6);
+        }
+        RiskLevel::Low => {
+            parts.push("Fearon criteria not met".into());
+            parts.extend(loss6);
+        }
+        RiskLevel::Unknown => parts.push("too little data to apply the criteria".into()),
+    }
+    parts.join("; ")
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
 }
 
 fn fearon_label(s: FearonStatus) -> &'static str {
@@ -409,6 +456,10 @@ fn detail(
                 })
                 .collect::<Vec<_>>()
                 .join(", "),
+            Value::Number(n) => n
+                .as_f64()
+                .map(|x| format_value((x * 100.0).round() / 100.0))
+                .unwrap_or_else(|| n.to_string()),
             other => other.to_string(),
         };
         let unit = f
