@@ -225,7 +225,8 @@ impl FhirClient {
 /// The error and its causes, without the URL (it may carry query details).
 fn transport(e: reqwest::Error) -> FhirError {
     if e.is_timeout() {
-        return FhirError::Transport("timed out".into());
+        // The client's timeout equals the hook's FHIR budget.
+        return FhirError::Deadline;
     }
     let e = e.without_url();
     let mut msg = e.to_string();

@@ -406,3 +406,57 @@ async fn works_on_postgres_too() {
     assert_eq!(app.db.count("cards").await, 1);
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn cors_preflight_allows_the_authorization_header() {
+    // The CDS Hooks sandbox calls services from the browser.
+    let app = spawn_app().await;
+    let resp = app
+        .http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/cds-services/cachexia-risk", app.address),
+        )
+        .header("origin", "https://sandbox.cds-hooks.org")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization,content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let allowed = resp
+        .headers()
+        .get("access-control-allow-headers")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn stored_prediction_carries_the_snapshot_digest_and_no_token() {
+    let app = spawn_app().await;
+    mount_patient(&app, None).await;
+    let resp = app
+        .post_hook("cachexia-risk", &hook_for(&app, "hooks/partial-prefetch.json"))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let preds = app
+        .db
+        .store
+        .recent_predictions("cachexia-risk", "partial-prefetch", 5)
+        .await
+        .unwrap();
+    assert_eq!(preds.len(), 1);
+    let p = &preds[0];
+    assert_eq!(p.input_digest.len(), 64);
+    assert_eq!(p.features["index_date"], "2026-11-20");
+    assert_eq!(p.features["sources"]["observations"]["source"], "fetched");
+    assert_eq!(p.features["sources"]["observations"]["pages"], 2);
+    assert_eq!(p.features["sources"]["patient"]["source"], "prefetch");
+    let all = serde_json::to_string(p).unwrap();
+    assert!(!all.contains(FHIR_TOKEN), "the FHIR access token must never be stored");
+    app.cleanup().await;
+}
