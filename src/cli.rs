@@ -1,6 +1,7 @@
-//! The command line: `serve`, `migrate`, `score`, `dev-token`, `radiomics`.
+//! The command line: `serve`, `worker`, `migrate`, `score`, `dev-token`, `radiomics`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -9,6 +10,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::config::Settings;
+use crate::imaging::jobs::{BodyCompositionWorker, run_imaging_workers};
 use crate::startup::{Application, build_engine};
 use crate::store::Store;
 
@@ -32,6 +34,16 @@ pub enum Command {
     Serve {
         #[arg(long)]
         bind: Option<String>,
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Run only the imaging job workers (CT body composition), e.g. as a
+    /// separate Kubernetes Deployment; stops on SIGINT/SIGTERM after the
+    /// jobs in hand.
+    Worker {
+        /// Number of workers (default: `imaging.workers`).
+        #[arg(long)]
+        workers: Option<usize>,
         #[arg(long)]
         database_url: Option<String>,
     },
@@ -101,6 +113,42 @@ pub fn run() -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        Command::Worker {
+            workers,
+            database_url,
+        } => {
+            if let Some(u) = database_url {
+                settings.database.url = u.into();
+            }
+            let n = workers.unwrap_or(settings.imaging.workers);
+            if n == 0 {
+                bail!("oncohooks worker needs at least one worker (--workers or imaging.workers)");
+            }
+            rt()?.block_on(async {
+                let store = Store::connect(
+                    settings.database.url.expose_secret(),
+                    settings.database.max_connections,
+                )
+                .await
+                .context("connecting to the database")?;
+                store.migrate().await.context("running migrations")?;
+                let worker = BodyCompositionWorker::new(&settings.imaging, store)
+                    .context("configuring the imaging workers")?;
+                let (stop, shutdown) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    tracing::info!("Shutdown requested; finishing the jobs in hand");
+                    let _ = stop.send(true);
+                });
+                let stats =
+                    run_imaging_workers(Arc::new(worker), &settings.imaging, n, shutdown).await;
+                println!(
+                    "imaging workers stopped: {} completed, {} retried, {} dead-lettered",
+                    stats.completed, stats.retried, stats.dead_lettered
+                );
+                Ok(())
+            })
+        }
         Command::Migrate { database_url } => {
             if let Some(u) = database_url {
                 settings.database.url = u.into();
@@ -156,13 +204,37 @@ pub fn run() -> anyhow::Result<()> {
     }
 }
 
+/// SIGINT or (on Unix) SIGTERM, which Kubernetes sends to stop a pod.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 async fn score(
     settings: &Settings,
     service_id: &str,
     body: Value,
     explain: bool,
 ) -> anyhow::Result<Value> {
-    let engine = build_engine(settings)?;
+    // Offline: no database, so no imaging cache (CT counts as missing).
+    let engine = build_engine(settings, None)?;
     let (service, req) = engine.parse(service_id, body)?;
     let outcome = engine
         .evaluate(service.as_ref(), &req, tokio::time::Instant::now(), None)

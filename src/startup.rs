@@ -16,28 +16,49 @@ use crate::config::Settings;
 use crate::fhir::FhirClient;
 use crate::fhir::client::http_client;
 use crate::http::{self, AppState};
+use crate::imaging::ImagingCache;
+use crate::imaging::jobs::{BodyCompositionWorker, run_imaging_workers};
 use crate::services::{self, Engine, Registry};
+use crate::store::jobs::WorkerPoolStats;
 use crate::store::{Spool, Store, spool::spawn_replayer};
 
 pub struct Application {
     port: u16,
     server: Server,
     replayer: tokio::task::JoinHandle<()>,
+    imaging_workers: Option<ImagingWorkers>,
 }
 
+/// The in-process imaging worker pool of `serve` (`imaging.workers_in_serve`).
+struct ImagingWorkers {
+    stop: tokio::sync::watch::Sender<bool>,
+    pool: tokio::task::JoinHandle<WorkerPoolStats>,
+}
+
+/// How long `serve` waits at shutdown for imaging jobs in hand. A job cut
+/// short keeps its lease until it expires and runs again elsewhere
+/// (at-least-once delivery), so waiting longer than a container's grace
+/// period gains nothing.
+const WORKER_DRAIN: Duration = Duration::from_secs(20);
+
 /// Load the services this server offers from the configured folder
-/// (falling back to the definitions embedded in the binary).
-pub fn build_registry(settings: &Settings) -> anyhow::Result<Registry> {
-    let cachexia = services::cachexia::CachexiaService::load(settings)
+/// (falling back to the definitions embedded in the binary). `imaging`:
+/// the imaging cache and job queue (`None` offline: CT counts as missing).
+pub fn build_registry(
+    settings: &Settings,
+    imaging: Option<ImagingCache>,
+) -> anyhow::Result<Registry> {
+    let cachexia = services::cachexia::CachexiaService::load(settings, imaging)
         .context("loading the cachexia-risk service")?;
     Ok(Registry::new(vec![Arc::new(cachexia)]))
 }
 
-/// The pipeline without the HTTP server (also used by `oncohooks score`).
-pub fn build_engine(settings: &Settings) -> anyhow::Result<Engine> {
+/// The pipeline without the HTTP server (also used by `oncohooks score`,
+/// with no imaging cache).
+pub fn build_engine(settings: &Settings, imaging: Option<ImagingCache>) -> anyhow::Result<Engine> {
     let deadline = Duration::from_millis(settings.server.hook_deadline_ms);
     Ok(Engine {
-        registry: build_registry(settings)?,
+        registry: build_registry(settings, imaging)?,
         fhir: Some(FhirClient::new(http_client(deadline), &settings.fhir)),
         fhir_deadline: deadline,
         index_date: settings.scoring.index_date,
@@ -66,7 +87,22 @@ impl Application {
         );
         let verifier = ClientVerifier::new(&settings.auth, http_client(Duration::from_secs(5)))
             .context("configuring CDS client authentication")?;
-        let engine = build_engine(&settings)?;
+        let imaging = ImagingCache::new(store.clone(), &settings.imaging)
+            .context("configuring imaging (imaging.dicomweb)")?;
+        let engine = build_engine(&settings, Some(imaging))?;
+        let imaging_workers = match settings.imaging.workers_in_serve {
+            0 => None,
+            n => {
+                let worker = BodyCompositionWorker::new(&settings.imaging, store.clone())
+                    .context("configuring the imaging workers")?;
+                let (stop, shutdown) = tokio::sync::watch::channel(false);
+                let imaging = settings.imaging.clone();
+                let pool = tokio::spawn(async move {
+                    run_imaging_workers(Arc::new(worker), &imaging, n, shutdown).await
+                });
+                Some(ImagingWorkers { stop, pool })
+            }
+        };
         let listener = TcpListener::bind(&settings.server.bind)
             .with_context(|| format!("binding {}", settings.server.bind))?;
         let port = listener.local_addr()?.port();
@@ -97,6 +133,7 @@ impl Application {
             port,
             server,
             replayer,
+            imaging_workers,
         })
     }
 
@@ -104,10 +141,25 @@ impl Application {
         self.port
     }
 
-    /// Serve until SIGINT/SIGTERM; actix drains in-flight requests first.
+    /// Serve until SIGINT/SIGTERM; actix drains in-flight requests first,
+    /// then the imaging workers finish the jobs in hand (up to 20 s).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let r = self.server.await;
         self.replayer.abort();
+        if let Some(w) = self.imaging_workers {
+            let _ = w.stop.send(true);
+            let abort = w.pool.abort_handle();
+            match tokio::time::timeout(WORKER_DRAIN, w.pool).await {
+                Ok(Ok(stats)) => tracing::info!(?stats, "Imaging workers drained"),
+                Ok(Err(e)) => tracing::error!(error = %e, "Imaging worker task ended abnormally"),
+                Err(_) => {
+                    abort.abort();
+                    tracing::warn!(
+                        "Imaging jobs still running at shutdown; their leases will expire and they will run again"
+                    );
+                }
+            }
+        }
         r
     }
 }

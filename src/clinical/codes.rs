@@ -16,7 +16,11 @@
 //! | `l3-sat`       | subcutaneous adipose tissue area (−190..−30 HU)       | `cm2`          |
 //!
 //! The imaging module writes its results with these codes; an EHR that stores
-//! body composition with them is read the same way.
+//! body composition with them is read the same way. One more code of the
+//! system is not a measurement and not an [`Analyte`]: `l3-slice`, the
+//! position of the L3 slice in a CT study (`valueQuantity` z in mm or
+//! `valueString` SOPInstanceUID, `derivedFrom` the ImagingStudy), which tells
+//! the CT body-composition job which slice to measure (`imaging::cache`).
 
 use serde::Serialize;
 

@@ -24,6 +24,16 @@ impl SourceRef {
         }
     }
 
+    /// A value computed by our imaging pipeline from one series of a
+    /// study: `ImagingStudy/abc series 1.2.3 (pipeline ct-bc-1)`. Not a FHIR
+    /// reference (no resource holds the value), but it names the study, the
+    /// series and the code version that produced it.
+    pub fn imaging_series(study: &str, series_uid: &str, pipeline_version: &str) -> Self {
+        Self(format!(
+            "{study} series {series_uid} (pipeline {pipeline_version})"
+        ))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -190,6 +190,40 @@ impl Timeline {
         timeline
     }
 
+    /// Adds measurements that do not come from FHIR Observations — L3 body
+    /// composition measured by the imaging pipeline on a cached CT series —
+    /// and recomputes what derives from them (SMI, and for completeness BMI,
+    /// NLR and the weight trajectory).
+    ///
+    /// They join the analyte's series like any Observation: the latest value
+    /// within the look-back wins, and on the same day the recorded
+    /// Observation wins (series order is date, then source, and
+    /// `ImagingStudy/…` sorts before `Observation/…`) — a body composition a
+    /// radiologist recorded beats our threshold segmentation of the same CT.
+    /// Values dated after the index date are skipped, as for Observations.
+    pub fn add_measurements(
+        &mut self,
+        measurements: impl IntoIterator<Item = (Analyte, Measurement)>,
+    ) {
+        for (analyte, m) in measurements {
+            if m.date > self.index_date {
+                self.skipped.push(SkippedValue::new(
+                    m.source.clone(),
+                    Some(m.code.clone()),
+                    "dated after the index date",
+                ));
+                continue;
+            }
+            let series = self.series.entry(analyte).or_default();
+            series.push(m);
+            series.sort_by(|a, b| (a.date, &a.source).cmp(&(b.date, &b.source)));
+        }
+        self.weight = self.weight_trajectory();
+        self.bmi = self.derive_bmi();
+        self.nlr = self.derive_nlr();
+        self.smi = self.derive_smi();
+    }
+
     /// All measurements of `analyte`, oldest first.
     pub fn series(&self, analyte: Analyte) -> &[Measurement] {
         self.series.get(&analyte).map_or(&[], Vec::as_slice)

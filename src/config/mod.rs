@@ -13,6 +13,7 @@ use toml::{Table, Value};
 
 use crate::auth::AuthSettings;
 use crate::clinical::Cutoffs;
+use crate::imaging::dicomweb::DicomWebConfig;
 
 const DEFAULTS: &str = include_str!("default.toml");
 const ENV_PREFIX: &str = "ONCOHOOKS__";
@@ -40,6 +41,77 @@ pub struct Settings {
     pub logging: LoggingSettings,
     #[serde(default)]
     pub scoring: ScoringSettings,
+    #[serde(default)]
+    pub imaging: ImagingSettings,
+}
+
+/// `[imaging]`: the CT job queue's workers and the PACS they read from.
+/// Imaging never runs inside a hook (DESIGN.md "Latency design"): the hook
+/// looks up cached results and enqueues what is missing; workers — in
+/// `serve` (`workers_in_serve`) or in `oncohooks worker` processes — fetch
+/// and analyse. See `docs/imaging.md`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ImagingSettings {
+    /// Workers `oncohooks serve` runs in-process; 0 leaves the queue to
+    /// `oncohooks worker` (a separate deployment).
+    pub workers_in_serve: usize,
+    /// Workers `oncohooks worker` runs (`--workers` overrides).
+    pub workers: usize,
+    /// Attempts of a job before it is dead-lettered (retryable failures).
+    pub max_attempts: i32,
+    /// Job lease; renewed every third of it while the job runs.
+    pub lease_seconds: u64,
+    /// Sleep of an idle worker between claims.
+    pub poll_interval_ms: u64,
+    /// Time a hook may spend on cache look-ups and enqueues, all CT series
+    /// together; past it the rest counts as missing.
+    pub hook_budget_ms: u64,
+    /// CT studies considered per hook (newest first).
+    pub max_studies_per_hook: usize,
+    pub dicomweb: DicomWebSettings,
+}
+
+impl Default for ImagingSettings {
+    /// Safe without configuration: no workers, no PACS allowed.
+    fn default() -> Self {
+        Self {
+            workers_in_serve: 0,
+            workers: 2,
+            max_attempts: 5,
+            lease_seconds: 300,
+            poll_interval_ms: 1000,
+            hook_budget_ms: 300,
+            max_studies_per_hook: 3,
+            dicomweb: DicomWebSettings::default(),
+        }
+    }
+}
+
+/// `[imaging.dicomweb]`: the client settings plus the workers' credential.
+/// The hook's FHIR access token is never used for the PACS: jobs are
+/// persisted, and a token must not be.
+#[derive(Clone, Default, Deserialize)]
+pub struct DicomWebSettings {
+    #[serde(flatten)]
+    pub client: DicomWebConfig,
+    /// Bearer token the workers send to the PACS; set it through
+    /// `ONCOHOOKS__IMAGING__DICOMWEB__BEARER_TOKEN`, never in a file.
+    /// Unset: anonymous (a loopback PACS in the demo).
+    #[serde(default)]
+    pub bearer_token: Option<SecretString>,
+}
+
+impl std::fmt::Debug for DicomWebSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DicomWebSettings")
+            .field("client", &self.client)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -210,6 +282,27 @@ impl Settings {
                 tracing::warn!("production profile allows loopback FHIR servers");
             }
         }
+        let im = &self.imaging;
+        if im.max_attempts < 1 {
+            return Err(ConfigError::Invalid(
+                "imaging.max_attempts must be at least 1".into(),
+            ));
+        }
+        if im.lease_seconds < 10 {
+            return Err(ConfigError::Invalid(
+                "imaging.lease_seconds must be at least 10".into(),
+            ));
+        }
+        if self.profile == Profile::Production
+            && im
+                .dicomweb
+                .client
+                .allowed_base_urls
+                .iter()
+                .any(|s| s.trim().eq_ignore_ascii_case("loopback"))
+        {
+            tracing::warn!("production profile allows loopback DICOMweb servers");
+        }
         if self.server.hook_deadline_ms == 0 {
             return Err(ConfigError::Invalid(
                 "server.hook_deadline_ms must be > 0".into(),
@@ -329,5 +422,47 @@ mod tests {
         assert_eq!(s.profile, Profile::Production);
         assert!(s.fhir.allowed_servers.is_empty());
         assert!(s.auth.required && !s.auth.demo);
+        // Imaging runs in its own deployment (`oncohooks worker`) and no
+        // PACS is trusted until configured.
+        assert_eq!(s.imaging.workers_in_serve, 0);
+        assert!(s.imaging.dicomweb.client.allowed_base_urls.is_empty());
+    }
+
+    #[test]
+    fn imaging_defaults_and_the_pacs_token_from_the_environment() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(s.imaging.workers_in_serve, 1);
+        assert_eq!(
+            s.imaging.dicomweb.client.allowed_base_urls,
+            vec!["loopback"]
+        );
+        assert!(s.imaging.dicomweb.bearer_token.is_none());
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                (
+                    "ONCOHOOKS__IMAGING__DICOMWEB__BEARER_TOKEN",
+                    "pacs-secret.token",
+                ),
+                ("ONCOHOOKS__IMAGING__DICOMWEB__DEADLINE_SECS", "30"),
+                ("ONCOHOOKS__IMAGING__WORKERS_IN_SERVE", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.imaging
+                .dicomweb
+                .bearer_token
+                .as_ref()
+                .unwrap()
+                .expose_secret(),
+            "pacs-secret.token"
+        );
+        assert_eq!(s.imaging.dicomweb.client.deadline_secs, 30);
+        assert_eq!(s.imaging.workers_in_serve, 0);
+        assert!(!format!("{s:?}").contains("pacs-secret"));
+        let err = Settings::load_with_env(None, env(&[("ONCOHOOKS__IMAGING__MAX_ATTEMPTS", "0")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("imaging.max_attempts"), "{err}");
     }
 }

@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Volume;
 
@@ -130,7 +130,7 @@ pub trait TissueSegmenter: Send + Sync {
 }
 
 /// Measurements on one slice.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BodyComposition {
     /// Skeletal muscle area, cm².
     pub sma_cm2: f64,

@@ -1,10 +1,14 @@
 //! Imaging: volumes in patient space, DICOM and NRRD readers, DICOMweb,
-//! body composition and nodule patches.
+//! body composition and nodule patches, and the CT body-composition job
+//! (`jobs`: worker side; `cache`: hook side) — never run inside a hook.
 
 pub mod body_composition;
+pub mod cache;
 pub mod dicom;
 pub mod dicomweb;
+pub mod jobs;
 pub mod patch;
 pub mod volume;
 
+pub use cache::ImagingCache;
 pub use volume::Volume;

@@ -20,13 +20,17 @@ use super::{
 use crate::cds::{
     Action, ActionType, Card, CardBuilder, Coding, Indicator, SelectionBehavior, Source, Suggestion,
 };
+use crate::clinical::codes::BODY_COMPOSITION;
 use crate::clinical::provenance::format_value;
 use crate::clinical::{
-    ClassicAssessment, ClassicRisk, Cutoffs, CxiStatus, FearonStatus, GlimStatus, RiskLevel,
-    SarcopeniaStatus, Timeline,
+    Analyte, ClassicAssessment, ClassicRisk, Cutoffs, CxiStatus, FearonStatus, GlimStatus,
+    Measurement, RiskLevel, SarcopeniaStatus, SourceRef, Timeline,
 };
 use crate::config::Settings;
 use crate::features::cachexia::{self as features, Modality};
+use crate::imaging::ImagingCache;
+use crate::imaging::cache::{CtFinding, CtRules, CtStatus, ct_studies, resolve_offline};
+use crate::imaging::jobs::{BodyCompositionOutcome, PIPELINE_VERSION, SliceLocator};
 
 pub const SERVICE_ID: &str = "cachexia-risk";
 const EMBEDDED_DEFINITION: &str = include_str!("../../cds-hooks/cachexia-risk/service.toml");
@@ -41,13 +45,22 @@ pub struct CachexiaService {
     /// `1.0.0+<cut-off digest>`: a change of configured cut-offs is a
     /// different method version in the audit trail.
     version: String,
+    /// The imaging cache and job queue; `None` (offline `score`) counts CT
+    /// body composition as missing.
+    imaging: Option<ImagingCache>,
 }
 
 impl CachexiaService {
-    pub fn load(settings: &Settings) -> anyhow::Result<Self> {
+    pub fn load(settings: &Settings, imaging: Option<ImagingCache>) -> anyhow::Result<Self> {
         let definition =
             ServiceDefinition::load(&settings.services.dir, SERVICE_ID, EMBEDDED_DEFINITION)?;
-        Self::new(definition, settings.clinical.clone())
+        Ok(Self::new(definition, settings.clinical.clone())?.with_imaging(imaging))
+    }
+
+    /// Use (or stop using) the imaging cache for CT body composition.
+    pub fn with_imaging(mut self, imaging: Option<ImagingCache>) -> Self {
+        self.imaging = imaging;
+        self
     }
 
     pub fn new(definition: ServiceDefinition, cutoffs: Cutoffs) -> anyhow::Result<Self> {
@@ -58,6 +71,7 @@ impl CachexiaService {
             definition,
             cutoffs,
             version,
+            imaging: None,
         })
     }
 }
@@ -86,7 +100,8 @@ impl CdsService for CachexiaService {
         // Timeline extraction and the indices take well under a millisecond
         // for a typical record: inline is cheaper than a thread hop.
         let started = Instant::now();
-        let timeline = Timeline::from_record(&input.gathered.record, input.index_date);
+        let mut timeline = Timeline::from_record(&input.gathered.record, input.index_date);
+        let ct = self.ct_body_composition(&input, &mut timeline).await;
         let assessment = ClassicAssessment::compute(&timeline, &self.cutoffs);
         let risk = assessment.risk(&timeline, &self.cutoffs);
         let features = features::extract(&timeline);
@@ -101,6 +116,7 @@ impl CdsService for CachexiaService {
             "feature_schema": features::SCHEMA_VERSION,
             "machine_learning": false,
             "note": "Risk derived from the classic indices; the multimodal model is not enabled for this service yet.",
+            "imaging_pipeline": PIPELINE_VERSION,
         });
         let applicable = timeline.has_active_cancer();
         let tier = if applicable {
@@ -119,12 +135,13 @@ impl CdsService for CachexiaService {
                 "level": tier,
                 "reasons": risk.reasons,
                 "modalities_present": features::modalities_present(&features),
+                "ct_body_composition": ct,
             }),
         };
         // The service is for adults with cancer: no active cancer, no card
         // (CDS Hooks: an empty `cards` array means nothing to say).
         let cards = if applicable {
-            vec![self.card(&input, &timeline, &assessment, &risk, &features)]
+            vec![self.card(&input, &timeline, &assessment, &risk, &features, &ct)]
         } else {
             Vec::new()
         };
@@ -149,6 +166,39 @@ fn level_name(level: RiskLevel) -> &'static str {
 }
 
 impl CachexiaService {
+    /// CT body composition from the imaging cache: for each current CT study
+    /// with a recorded L3 position, the cached measurement joins the
+    /// timeline (unless a body-composition Observation is at least as
+    /// recent); a missing one is enqueued for the workers. Pixels are never
+    /// fetched here, and a database problem only makes CT "unavailable".
+    async fn ct_body_composition(
+        &self,
+        input: &ServiceInput<'_>,
+        timeline: &mut Timeline,
+    ) -> Vec<CtFinding> {
+        let default_base = self.imaging.as_ref().and_then(|c| c.default_base());
+        let studies = ct_studies(&input.gathered.record, input.index_date, default_base);
+        if studies.is_empty() {
+            return Vec::new();
+        }
+        let rules = CtRules {
+            index_date: input.index_date,
+            lookback_days: timeline.rules.body_composition_lookback_days,
+            observed_until: [Analyte::L3Smi, Analyte::L3Sma]
+                .into_iter()
+                .filter_map(|a| timeline.latest(a).map(|m| m.date))
+                .max(),
+        };
+        let findings = match &self.imaging {
+            Some(cache) => cache.resolve(studies, &rules).await,
+            None => resolve_offline(studies, &rules),
+        };
+        for f in &findings {
+            timeline.add_measurements(ct_measurements(f));
+        }
+        findings
+    }
+
     fn card(
         &self,
         input: &ServiceInput<'_>,
@@ -156,6 +206,7 @@ impl CachexiaService {
         a: &ClassicAssessment,
         risk: &ClassicRisk,
         features: &[FeatureValue],
+        ct: &[CtFinding],
     ) -> Card {
         let indicator = match risk.level {
             RiskLevel::High => Indicator::Critical,
@@ -189,7 +240,7 @@ impl CachexiaService {
         };
 
         let mut b = CardBuilder::new(&summary, indicator, source)
-            .detail(detail(t, a, risk, features, &input.gathered.sources))
+            .detail(detail(t, a, risk, features, ct, &input.gathered.sources))
             .override_reason(Coding::new(
                 Some(OVERRIDE_SYSTEM),
                 "already-managed",
@@ -373,11 +424,107 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
+/// The timeline measurements of a used CT result: SMA, muscle HU, VAT, SAT,
+/// dated on the CT, cited as the study, series and pipeline version.
+fn ct_measurements(f: &CtFinding) -> Vec<(Analyte, Measurement)> {
+    let (CtStatus::Used { result }, Some(date), Some(series_uid)) =
+        (&f.status, f.study.date, f.study.series_uid.as_deref())
+    else {
+        return Vec::new();
+    };
+    let BodyCompositionOutcome::Measured { composition: c, .. } = &result.outcome else {
+        return Vec::new();
+    };
+    let source = SourceRef::imaging_series(&f.study.study, series_uid, &result.pipeline_version);
+    let m = |analyte: Analyte, code: &str, value: f64| {
+        (
+            analyte,
+            Measurement {
+                value,
+                unit: analyte.unit(),
+                date,
+                source: source.clone(),
+                code: format!("{BODY_COMPOSITION}|{code}"),
+                recorded: None,
+            },
+        )
+    };
+    let mut out = vec![
+        m(Analyte::L3Sma, "l3-sma", c.sma_cm2),
+        m(Analyte::L3Vat, "l3-vat", c.vat_cm2),
+        m(Analyte::L3Sat, "l3-sat", c.sat_cm2),
+    ];
+    if let Some(hu) = c.muscle_mean_hu {
+        out.push(m(Analyte::L3MuscleHu, "l3-muscle-hu", hu));
+    }
+    out
+}
+
+/// One line per CT study worth mentioning on the card.
+fn ct_lines(ct: &[CtFinding]) -> Vec<String> {
+    let round = |x: f64| format_value((x * 10.0).round() / 10.0);
+    ct.iter()
+        .filter_map(|f| {
+            let s = &f.study;
+            let what = match s.date {
+                Some(d) => format!("{} (CT of {d})", s.study),
+                None => format!("{} (CT)", s.study),
+            };
+            Some(match &f.status {
+                CtStatus::Used { result } => {
+                    let BodyCompositionOutcome::Measured {
+                        composition: c,
+                        slice,
+                        ..
+                    } = &result.outcome
+                    else {
+                        return None;
+                    };
+                    let hu = c
+                        .muscle_mean_hu
+                        .map(|h| format!(", muscle {} HU", round(h)))
+                        .unwrap_or_default();
+                    let at = match &result.locator {
+                        SliceLocator::SopInstanceUid { .. } => "L3 key image".to_owned(),
+                        _ => format!("L3 slice at z = {} mm", round(slice.z_mm)),
+                    };
+                    let from = s
+                        .locator_source
+                        .as_deref()
+                        .map(|o| format!(" from {o}"))
+                        .unwrap_or_default();
+                    format!(
+                        "{what}: SMA {} cm², VAT {} cm², SAT {} cm²{hu}; {at}{from}; series {} analysed by pipeline {} ({} segmentation: counts organs in the muscle HU range as muscle, so review the values).",
+                        round(c.sma_cm2),
+                        round(c.vat_cm2),
+                        round(c.sat_cm2),
+                        result.series_uid,
+                        result.pipeline_version,
+                        c.segmenter
+                    )
+                }
+                CtStatus::Queued { .. } => format!(
+                    "{what}: CT body-composition analysis queued; this card will use it on the next view."
+                ),
+                CtStatus::NotMeasurable { reason } => {
+                    format!("{what}: the CT could not be analysed: {reason}.")
+                }
+                CtStatus::NotAnalysable { reason } => format!("{what}: not analysed: {reason}."),
+                CtStatus::Unavailable { reason } => format!(
+                    "{what}: CT body composition could not be looked up ({reason}); counted as missing."
+                ),
+                CtStatus::Superseded | CtStatus::NotCurrent { .. } => return None,
+            })
+        })
+        .collect()
+}
+
 fn detail(
     t: &Timeline,
     a: &ClassicAssessment,
     risk: &ClassicRisk,
     features: &[FeatureValue],
+    ct: &[CtFinding],
     sources: &std::collections::BTreeMap<String, KeySource>,
 ) -> String {
     let mut md = String::new();
@@ -485,7 +632,18 @@ fn detail(
         md.push_str("- none\n");
     }
 
-    let missing = missing_advice(features);
+    let lines = ct_lines(ct);
+    if !lines.is_empty() {
+        md.push_str("\n**CT body composition**\n\n");
+        for l in lines {
+            let _ = writeln!(md, "- {}", cell(&l));
+        }
+    }
+
+    let ct_queued = ct
+        .iter()
+        .any(|f| matches!(f.status, CtStatus::Queued { .. }));
+    let missing = missing_advice(features, ct_queued);
     if !missing.is_empty() {
         md.push_str("\n**Missing inputs, and what they would add**\n\n");
         for m in missing {
@@ -528,7 +686,7 @@ fn detail(
 
 /// For each missing input, what ordering it would add (issue: "which inputs
 /// were missing and what ordering them would add").
-fn missing_advice(features: &[FeatureValue]) -> Vec<&'static str> {
+fn missing_advice(features: &[FeatureValue], ct_queued: bool) -> Vec<&'static str> {
     let missing = |n: &str| features.iter().any(|f| f.name == n && !f.present);
     let mut out = Vec::new();
     if missing("weight") {
@@ -553,7 +711,7 @@ fn missing_advice(features: &[FeatureValue]) -> Vec<&'static str> {
     if missing("crp") {
         out.push("No CRP: CRP documents systemic inflammation (GLIM etiologic criterion).");
     }
-    if missing("l3_smi") {
+    if missing("l3_smi") && !ct_queued {
         out.push("No L3 body composition: CT body-composition analysis at L3 enables sarcopenia (Prado/Martin), Fearon's sarcopenia criterion and CXI.");
     }
     out

@@ -177,10 +177,53 @@ impl Backoff {
     }
 }
 
+/// Why a handler gave up on a job. `message` goes to `last_error`: keep
+/// patient data out of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobFailure {
+    pub message: String,
+    /// True when trying again cannot help (the input itself is unusable: a
+    /// series that is not CT, a payload that does not parse). The job is
+    /// dead-lettered at once instead of spending its remaining attempts.
+    pub permanent: bool,
+}
+
+impl JobFailure {
+    /// A failure worth another attempt after the backoff (network, a PACS
+    /// answering 5xx, the database away).
+    pub fn retryable(message: impl Into<String>) -> Self {
+        JobFailure {
+            message: message.into(),
+            permanent: false,
+        }
+    }
+
+    /// A failure no retry can fix: dead-letter now.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        JobFailure {
+            message: message.into(),
+            permanent: true,
+        }
+    }
+}
+
+impl std::fmt::Display for JobFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.permanent {
+            "permanent"
+        } else {
+            "retryable"
+        };
+        write!(f, "{} ({kind})", self.message)
+    }
+}
+
 /// What a worker pool does with a job. CPU-heavy work inside is the
-/// handler's business (`tokio::task::spawn_blocking`). `Err` carries a
-/// message for `last_error`: keep patient data out of it.
-pub type JobHandler = Arc<dyn Fn(Job) -> BoxFuture<'static, Result<Value, String>> + Send + Sync>;
+/// handler's business (`tokio::task::spawn_blocking`). A retryable `Err` is
+/// retried after the backoff until `max_attempts`; a permanent one is
+/// dead-lettered at once.
+pub type JobHandler =
+    Arc<dyn Fn(Job) -> BoxFuture<'static, Result<Value, JobFailure>> + Send + Sync>;
 
 /// Settings of [`run_workers`].
 #[derive(Clone, Debug)]
@@ -341,7 +384,16 @@ async fn run_one(
             .complete(job_id, worker_id, Some(&result))
             .await
             .map(|()| counters.completed.fetch_add(1, Ordering::Relaxed)),
-        Ok(Err(message)) => record_failure(store, job_id, worker_id, &message, counters).await,
+        Ok(Err(failure)) if failure.permanent => {
+            tracing::warn!(error = %failure.message, "Job failed permanently; dead-lettered without retrying");
+            store
+                .dead_letter(job_id, worker_id, &failure.message)
+                .await
+                .map(|()| counters.dead_lettered.fetch_add(1, Ordering::Relaxed))
+        }
+        Ok(Err(failure)) => {
+            record_failure(store, job_id, worker_id, &failure.message, counters).await
+        }
         Err(join) => {
             let message = if join.is_panic() {
                 "job handler panicked".to_string()

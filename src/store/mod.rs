@@ -25,7 +25,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use uuid::Uuid;
 
 pub use error::StoreError;
-pub use jobs::{Backoff, Enqueued, FailOutcome, Job, JobStatus, NewJob};
+pub use jobs::{Backoff, Enqueued, FailOutcome, Job, JobFailure, JobStatus, NewJob};
 pub use postgres::PgStore;
 pub use records::{
     CardRecord, FeedbackInsert, FeedbackRecord, HookRecord, InvocationRecord, PredictionRecord,
@@ -280,6 +280,18 @@ impl Store {
         error: &str,
     ) -> Result<FailOutcome, StoreError> {
         dispatch!(self.fail(job_id, worker_id, error))
+    }
+
+    /// Dead-letters a running job now, whatever attempts it has left: for
+    /// failures no retry can fix (`LeaseLost` if this worker no longer holds
+    /// it).
+    pub async fn dead_letter(
+        &self,
+        job_id: Uuid,
+        worker_id: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.dead_letter(job_id, worker_id, error))
     }
 
     pub async fn job(&self, id: Uuid) -> Result<Option<Job>, StoreError> {

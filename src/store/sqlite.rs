@@ -540,6 +540,28 @@ impl SqliteStore {
         Ok(outcome)
     }
 
+    pub(crate) async fn dead_letter(
+        &self,
+        job_id: Uuid,
+        worker_id: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let n = sqlx::query(
+            "UPDATE jobs SET status = 'dead', locked_by = NULL, locked_until = NULL, \
+             last_error = $3, updated_at = $4 \
+             WHERE id = $1 AND status = 'running' AND locked_by = $2",
+        )
+        .bind(job_id.to_string())
+        .bind(worker_id)
+        .bind(error)
+        .bind(ts(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(db("dead-lettering a job"))?
+        .rows_affected();
+        lease_held(n, job_id, worker_id)
+    }
+
     pub(crate) async fn job(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
         sqlx::query("SELECT * FROM jobs WHERE id = $1")
             .bind(id.to_string())

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures_util::FutureExt;
 use oncohooks::store::jobs::{JobHandler, WorkerPoolConfig, run_workers};
-use oncohooks::store::{Backoff, Enqueued, FailOutcome, JobStatus, NewJob, StoreError};
+use oncohooks::store::{Backoff, Enqueued, FailOutcome, JobFailure, JobStatus, NewJob, StoreError};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -475,9 +475,11 @@ async fn a_worker_pool_completes_retries_and_dead_letters(db: &mut TestDb) {
                 *c
             };
             match n % 10 {
-                3 => Err(format!("segmentation failed for job {n}")),
+                3 => Err(JobFailure::retryable(format!(
+                    "segmentation failed for job {n}"
+                ))),
                 7 => panic!("handler bug"),
-                5 if count == 1 => Err("transient".into()),
+                5 if count == 1 => Err(JobFailure::retryable("transient")),
                 _ => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     Ok(json!({"n": n, "runs": count}))

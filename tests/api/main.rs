@@ -4,6 +4,7 @@ mod feedback;
 mod fhir_double;
 mod helpers;
 mod hooks;
+mod imaging_jobs;
 mod jobs;
 mod persistence;
 mod store_story;

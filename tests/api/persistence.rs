@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use crate::helpers::{fixture, spawn_app_with};
 use crate::support::db::{Backend, admin_url};
 
-async fn set_database_available(db_url: &str, available: bool) {
+pub(crate) async fn set_database_available(db_url: &str, available: bool) {
     let name = url::Url::parse(db_url)
         .unwrap()
         .path()

@@ -370,6 +370,59 @@ fn smi_is_derived_from_muscle_area_and_height() {
     assert_eq!(smi.date, d("2026-09-01"));
 }
 
+#[test]
+fn ct_measurements_join_the_series_newest_wins_and_observations_win_ties() {
+    use crate::clinical::{Measurement, SourceRef};
+    let ct = |analyte: Analyte, value: f64, date: &str| {
+        (
+            analyte,
+            Measurement {
+                value,
+                unit: analyte.unit(),
+                date: d(date),
+                source: SourceRef::imaging_series("ImagingStudy/ct", "1.2.3", "ct-bc-1"),
+                code: format!("{BODY_COMPOSITION}|l3-sma"),
+                recorded: None,
+            },
+        )
+    };
+    let fixture = || {
+        Fixture::male()
+            .quantity(BODY_COMPOSITION, "l3-smi", 41.0, "cm2/m2", "2026-09-01")
+            .height(170.0, "2026-01-01")
+    };
+    // A newer CT: its muscle area over height² replaces the older SMI.
+    let mut t = fixture().timeline();
+    t.add_measurements([ct(Analyte::L3Sma, 144.5, "2026-09-15")]);
+    let smi = t.smi.as_ref().unwrap();
+    assert!(smi.derived && close(smi.value, 50.0), "{smi:?}");
+    assert_eq!(
+        smi.inputs[0].source.as_str(),
+        "ImagingStudy/ct series 1.2.3 (pipeline ct-bc-1)"
+    );
+    // An older CT does not displace the recorded SMI.
+    let mut t = fixture().timeline();
+    t.add_measurements([ct(Analyte::L3Sma, 144.5, "2026-08-01")]);
+    assert!(!t.smi.as_ref().unwrap().derived);
+    assert!(close(t.smi.as_ref().unwrap().value, 41.0));
+    // Same day: the recorded Observation wins over the CT value.
+    let mut t = Fixture::male()
+        .quantity(BODY_COMPOSITION, "l3-sma", 120.0, "cm2", "2026-09-15")
+        .timeline();
+    t.add_measurements([ct(Analyte::L3Sma, 144.5, "2026-09-15")]);
+    assert!(close(t.recent(Analyte::L3Sma).unwrap().value, 120.0));
+    assert_eq!(t.series(Analyte::L3Sma).len(), 2);
+    // After the index date: skipped with a reason.
+    let mut t = fixture().timeline();
+    t.add_measurements([ct(Analyte::L3Vat, 80.0, "2026-12-01")]);
+    assert!(t.recent(Analyte::L3Vat).is_none());
+    assert!(
+        t.skipped
+            .iter()
+            .any(|s| s.reason.contains("after the index date"))
+    );
+}
+
 // ---------------------------------------------------------------- diagnoses
 
 #[test]

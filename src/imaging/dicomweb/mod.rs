@@ -140,7 +140,9 @@ pub struct SeriesRef {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct DicomWebConfig {
-    /// Service roots we may contact. Empty means none.
+    /// Service roots we may contact (exact, after normalisation), or the
+    /// word `loopback` for any http(s) root on 127.0.0.0/8, `[::1]` or
+    /// `localhost` (the demo profile). Empty means none.
     pub allowed_base_urls: Vec<String>,
     /// Used for an `ImagingStudy` without a resolvable endpoint.
     pub default_base_url: Option<String>,
@@ -272,6 +274,7 @@ pub struct WadoPart {
 pub struct DicomWebClient {
     http: reqwest::Client,
     allowed: Vec<DicomWebBase>,
+    allow_loopback: bool,
     default_base: Option<DicomWebBase>,
     token: Option<BearerToken>,
     deadline: Duration,
@@ -286,9 +289,12 @@ const WADO_ACCEPT: &str = "multipart/related; type=\"application/dicom\"; transf
 
 impl DicomWebClient {
     pub fn new(cfg: &DicomWebConfig) -> Result<Self, DicomWebError> {
+        let is_loopback = |u: &str| u.trim().eq_ignore_ascii_case("loopback");
+        let allow_loopback = cfg.allowed_base_urls.iter().any(|u| is_loopback(u));
         let allowed = cfg
             .allowed_base_urls
             .iter()
+            .filter(|u| !is_loopback(u))
             .map(|u| DicomWebBase::parse(u))
             .collect::<Result<Vec<_>, _>>()?;
         let default_base = cfg
@@ -307,6 +313,7 @@ impl DicomWebClient {
         Ok(Self {
             http,
             allowed,
+            allow_loopback,
             default_base,
             token: None,
             deadline: Duration::from_secs(cfg.deadline_secs.max(1)),
@@ -335,8 +342,13 @@ impl DicomWebClient {
         Ok(base)
     }
 
+    /// Whether `base` is on the allow-list (no connection is made).
+    pub fn is_allowed(&self, base: &DicomWebBase) -> bool {
+        self.allowed.iter().any(|a| a == base) || (self.allow_loopback && is_loopback(base))
+    }
+
     fn check_allowed(&self, base: &DicomWebBase) -> Result<(), DicomWebError> {
-        if self.allowed.iter().any(|a| a == base) {
+        if self.is_allowed(base) {
             Ok(())
         } else {
             Err(DicomWebError::NotAllowed {
@@ -644,6 +656,16 @@ impl DicomWebClient {
                 Ok(ct)
             }
         }
+    }
+}
+
+/// A base on this machine: 127.0.0.0/8, `[::1]` or `localhost`.
+fn is_loopback(base: &DicomWebBase) -> bool {
+    match Url::parse(base.as_str()).ok().as_ref().and_then(Url::host) {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
 }
 

@@ -105,6 +105,35 @@ async fn a_base_outside_the_allow_list_is_never_contacted() {
     // `expect(0)` is verified when the server drops.
 }
 
+#[test]
+fn the_loopback_keyword_allows_local_bases_only() {
+    let client = client_for(&["loopback".into(), "https://pacs.example.org/dw".into()]);
+    for ok in [
+        "http://127.0.0.1:8042/dicom-web",
+        "http://127.1.2.3/dw",
+        "http://[::1]:9/dw",
+        "http://LOCALHOST:8042/dicom-web",
+        "https://pacs.example.org/dw/",
+    ] {
+        assert!(client.allowed_base(ok).is_ok(), "{ok}");
+    }
+    for refused in [
+        "http://10.0.0.1/dicom-web",
+        "http://localhost.example.org/dw",
+        "https://pacs.example.org/other",
+        "http://127.0.0.1.nip.io/dw",
+    ] {
+        assert!(
+            matches!(
+                client.allowed_base(refused),
+                Err(DicomWebError::NotAllowed { .. })
+            ),
+            "{refused}"
+        );
+    }
+    assert!(client_for(&[]).allowed_base("http://127.0.0.1/dw").is_err());
+}
+
 #[tokio::test]
 async fn qido_searches_send_the_token_and_parse_dicom_json() {
     let server = MockServer::start().await;
