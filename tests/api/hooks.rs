@@ -419,7 +419,10 @@ async fn cors_preflight_allows_the_authorization_header() {
         )
         .header("origin", "https://sandbox.cds-hooks.org")
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "authorization,content-type")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
         .send()
         .await
         .unwrap();
@@ -440,7 +443,10 @@ async fn stored_prediction_carries_the_snapshot_digest_and_no_token() {
     let app = spawn_app().await;
     mount_patient(&app, None).await;
     let resp = app
-        .post_hook("cachexia-risk", &hook_for(&app, "hooks/partial-prefetch.json"))
+        .post_hook(
+            "cachexia-risk",
+            &hook_for(&app, "hooks/partial-prefetch.json"),
+        )
         .await;
     assert_eq!(resp.status(), 200);
     let preds = app
@@ -457,6 +463,9 @@ async fn stored_prediction_carries_the_snapshot_digest_and_no_token() {
     assert_eq!(p.features["sources"]["observations"]["pages"], 2);
     assert_eq!(p.features["sources"]["patient"]["source"], "prefetch");
     let all = serde_json::to_string(p).unwrap();
-    assert!(!all.contains(FHIR_TOKEN), "the FHIR access token must never be stored");
+    assert!(
+        !all.contains(FHIR_TOKEN),
+        "the FHIR access token must never be stored"
+    );
     app.cleanup().await;
 }
