@@ -183,8 +183,7 @@ pub fn run() -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             );
             if stats {
-                let cohort: Vec<_> = crate::synth::generate(&cfg).collect();
-                let rows = crate::synth::stats::observed_rows(&cohort);
+                let rows = crate::synth::stats::cohort_rows(&cfg);
                 println!("{}", crate::synth::stats::report(&rows));
             }
             Ok(())

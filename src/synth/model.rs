@@ -576,8 +576,8 @@ pub(crate) fn draw_truth(rng: &mut SynthRng, window: (NaiveDate, NaiveDate)) -> 
         .clamp(22.0, 85.0);
 
     // Catabolic drive: inflammation and anorexia dominate; frailty adds.
-    // The rate is a soft threshold: near zero below a drive of about 1,
-    // then rising by about 2 %/month per unit of drive.
+    // The rate (%/month) is a soft threshold: 0.06 at a drive of 0, 0.39 at
+    // 1, 0.87 at 1.5, 1.6 at 2, 3.8 at 3 (about 2.5 per unit well above).
     let rate = |x: f64| 2.5 * softplus(2.0 * (x - 1.5)) / 2.0;
     // Before the index the tumour has had a shorter, more idiosyncratic
     // effect: the pre-diagnosis weight history is a partial witness only.

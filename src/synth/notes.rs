@@ -198,7 +198,7 @@ const DISTRACTORS: [&str; 14] = [
     "Lost 10 lb after a hernia repair several years ago, regained since.",
 ];
 
-fn cancer_phrase(t: CancerType) -> &'static str {
+fn cancer_phrase(t: CancerType, icd10: &str) -> &'static str {
     match t {
         CancerType::Lung => "non-small cell lung cancer",
         CancerType::Pancreas => "pancreatic adenocarcinoma",
@@ -208,7 +208,15 @@ fn cancer_phrase(t: CancerType) -> &'static str {
         CancerType::Breast => "invasive ductal carcinoma of the breast",
         CancerType::Prostate => "prostate adenocarcinoma",
         CancerType::HeadAndNeck => "squamous cell carcinoma of the head and neck",
-        _ => "malignancy",
+        _ => match icd10.get(..3) {
+            Some("C64") => "renal cell carcinoma",
+            Some("C67") => "urothelial carcinoma of the bladder",
+            Some("C56") => "high-grade serous ovarian carcinoma",
+            Some("C54") => "endometrial adenocarcinoma",
+            Some("C43") => "melanoma",
+            Some("C73") => "papillary thyroid carcinoma",
+            _ => "malignancy",
+        },
     }
 }
 
@@ -303,7 +311,7 @@ fn note_text(
     let mut hpi = vec![format!(
         "{}-year-old {man} with {newly} {stage_text}{} who {reason}.",
         t.age,
-        cancer_phrase(t.cancer_type)
+        cancer_phrase(t.cancer_type, t.icd10.0)
     )];
     for (symptom, &p) in SYMPTOMS.iter().zip(present) {
         let m = mention(rng, p);

@@ -717,11 +717,11 @@ fn body_composition(b: &mut Builder<'_>) -> bool {
         CancerType::Pancreas => 0.85,
         CancerType::Gastric | CancerType::Oesophageal => 0.75,
         CancerType::Colorectal => 0.72,
-        CancerType::Lung => 0.55,
-        CancerType::Other => 0.55,
-        CancerType::HeadAndNeck => 0.25,
-        CancerType::Breast => 0.25,
-        CancerType::Prostate => 0.3,
+        CancerType::Lung => 0.6,
+        CancerType::Other => 0.6,
+        CancerType::HeadAndNeck => 0.3,
+        CancerType::Breast => 0.3,
+        CancerType::Prostate => 0.35,
         CancerType::Liver => 0.8,
     };
     let s = stage_number(t.stage);

@@ -85,7 +85,7 @@ impl GroupCount {
     fn add(&mut self, label: bool) {
         self.patients += 1;
         self.positives += usize::from(label);
-        self.prevalence = self.positives as f64 / self.patients as f64;
+        self.prevalence = super::sample::round_to(self.positives as f64 / self.patients as f64, 4);
     }
 }
 

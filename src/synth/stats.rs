@@ -759,3 +759,13 @@ pub fn observed_rows(patients: &[SyntheticPatient]) -> Vec<ObservedRow> {
     use rayon::prelude::*;
     patients.par_iter().map(ObservedRow::of).collect()
 }
+
+/// Rows for a whole cohort, generated in parallel without keeping the
+/// patients (a 10,000-patient cohort as JSON values would take gigabytes).
+pub fn cohort_rows(cfg: &super::SynthConfig) -> Vec<ObservedRow> {
+    use rayon::prelude::*;
+    (0..cfg.patients as u64)
+        .into_par_iter()
+        .map(|i| ObservedRow::of(&super::generate_patient(cfg, i)))
+        .collect()
+}
