@@ -165,10 +165,16 @@ pub struct Truth {
     pub label_month: Option<u32>,
 }
 
-/// Fearon 2011 consensus sarcopenia cut-offs (L3 SMI, cm²/m²), as in
-/// `clinical::Cutoffs::default().fearon` (men < 55, women < 39).
+/// Fearon 2011 consensus sarcopenia cut-offs (L3 SMI, cm²/m²): the label
+/// uses the clinical layer's defaults (men < 55, women < 39), so the label
+/// and the Fearon baseline cannot drift apart.
 pub(crate) fn sarcopenia_cutoff(sex: Sex) -> f64 {
-    if sex == Sex::Male { 55.0 } else { 39.0 }
+    let smi = crate::clinical::indices::cutoffs::FearonCutoffs::default().sarcopenia_smi;
+    if sex == Sex::Male {
+        smi.male
+    } else {
+        smi.female
+    }
 }
 
 impl Truth {

@@ -232,7 +232,8 @@ impl ObservedRow {
 
     /// SMI minus the patient's Fearon sarcopenia cut-off (negative: below).
     fn smi_margin(&self) -> Option<f64> {
-        let cut = if self.male? { 55.0 } else { 39.0 };
+        let sex = if self.male? { Sex::Male } else { Sex::Female };
+        let cut = super::model::sarcopenia_cutoff(sex);
         self.smi.map(|s| s - cut)
     }
 }
