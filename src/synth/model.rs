@@ -14,9 +14,9 @@ use crate::clinical::{CancerType, Sex, StageGroup};
 /// Days per month used for trajectories and label checkpoints.
 pub(crate) const MONTH_DAYS: f64 = 30.44;
 
-/// The cancer types the generator draws (the project's `CancerType` minus
-/// `Liver`, which the synthetic cohort folds into nothing: "other" sites are
-/// kidney, bladder, ovary, endometrium, melanoma and thyroid).
+/// The cancer types the generator draws: the project's `CancerType` except
+/// `Liver` (not generated). "Other" sites are kidney, bladder, ovary,
+/// endometrium, melanoma and thyroid.
 pub const CANCER_TYPES: [CancerType; 9] = [
     CancerType::Lung,
     CancerType::Pancreas,
@@ -331,7 +331,8 @@ fn site_bmi_shift(t: CancerType) -> f64 {
     }
 }
 
-/// ICD-10-CM codes by site; the boolean says the code is sex-specific.
+/// An ICD-10-CM code for the site, consistent with the sex (breast, ovary,
+/// endometrium).
 fn icd10(rng: &mut SynthRng, t: CancerType, sex: Sex) -> (&'static str, &'static str) {
     let female = sex == Sex::Female;
     let list: &[(&str, &str)] = match t {
