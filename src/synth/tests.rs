@@ -256,6 +256,17 @@ fn written_cohort_is_reproducible_and_reads_back_grouped_by_patient() {
         assert_eq!(a, b, "{file} differs between two runs");
     }
     assert_eq!(summary.overall.patients, 25);
+    let mut bundles: Vec<_> = std::fs::read_dir(dir_a.path().join("bundles"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    bundles.sort();
+    assert_eq!(bundles.len(), 25);
+    for name in &bundles {
+        let a = std::fs::read(dir_a.path().join("bundles").join(name)).unwrap();
+        let b = std::fs::read(dir_b.path().join("bundles").join(name)).unwrap();
+        assert_eq!(a, b, "bundle {name:?} differs between two runs");
+    }
 
     let data = read_cohort(dir_a.path()).unwrap();
     assert_eq!(data.patients.len(), 25);
