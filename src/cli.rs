@@ -1,4 +1,5 @@
-//! The command line: `serve`, `worker`, `migrate`, `score`, `dev-token`, `radiomics`.
+//! The command line: `serve`, `worker`, `migrate`, `score`, `dev-token`,
+//! `radiomics`, `synth`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,6 +86,19 @@ pub enum Command {
         mask: PathBuf,
         #[arg(long)]
         bin_width: Option<f64>,
+    },
+    /// Generate the synthetic oncology cohort (FHIR bundles, NDJSON, labels).
+    Synth {
+        #[arg(long)]
+        patients: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output folder (created if needed; files in it are overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also print sanity statistics computed on the observed data.
+        #[arg(long)]
+        stats: bool,
     },
 }
 
@@ -199,6 +213,28 @@ pub fn run() -> anyhow::Result<()> {
         } => {
             let features = crate::radiomics::cli_extract(&image, &mask, bin_width)?;
             println!("{}", serde_json::to_string_pretty(&features)?);
+            Ok(())
+        }
+        Command::Synth {
+            patients,
+            seed,
+            out,
+            stats,
+        } => {
+            let cfg = crate::synth::SynthConfig::new(patients, seed)?;
+            let started = std::time::Instant::now();
+            let summary = crate::synth::write_cohort(&cfg, &out)?;
+            eprintln!(
+                "wrote {} patients ({} with cachexia_6m) to {} in {:.1} s",
+                summary.overall.patients,
+                summary.overall.positives,
+                out.display(),
+                started.elapsed().as_secs_f64()
+            );
+            if stats {
+                let rows = crate::synth::stats::cohort_rows(&cfg);
+                println!("{}", crate::synth::stats::report(&rows));
+            }
             Ok(())
         }
     }
