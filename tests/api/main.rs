@@ -7,5 +7,6 @@ mod hooks;
 mod imaging_jobs;
 mod jobs;
 mod persistence;
+mod robustness;
 mod store_story;
 mod support;
