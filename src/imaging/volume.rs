@@ -67,7 +67,11 @@ impl<T: Copy> Volume<T> {
     /// Continuous index of a patient-space position (mm). The direction matrix
     /// is orthonormal, so its inverse is its transpose.
     pub fn physical_to_index(&self, p: [f64; 3]) -> [f64; 3] {
-        let d = [p[0] - self.origin[0], p[1] - self.origin[1], p[2] - self.origin[2]];
+        let d = [
+            p[0] - self.origin[0],
+            p[1] - self.origin[1],
+            p[2] - self.origin[2],
+        ];
         let mut idx = [0.0; 3];
         for (i, ii) in idx.iter_mut().enumerate() {
             let proj: f64 = (0..3).map(|r| self.direction[r][i] * d[r]).sum();
@@ -80,8 +84,16 @@ impl<T: Copy> Volume<T> {
     pub fn same_grid<U>(&self, other: &Volume<U>) -> bool {
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-3;
         self.dims == other.dims
-            && self.spacing.iter().zip(other.spacing).all(|(a, b)| close(*a, b))
-            && self.origin.iter().zip(other.origin).all(|(a, b)| close(*a, b))
+            && self
+                .spacing
+                .iter()
+                .zip(other.spacing)
+                .all(|(a, b)| close(*a, b))
+            && self
+                .origin
+                .iter()
+                .zip(other.origin)
+                .all(|(a, b)| close(*a, b))
     }
 }
 
