@@ -13,6 +13,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use flate2::Compression;
 use flate2::read::MultiGzDecoder;
@@ -626,114 +627,251 @@ fn decode<T: Copy + Default + Send>(
     region: [Range<usize>; 3],
     map: impl Fn(f64) -> T + Sync,
 ) -> Result<Volume<T>, NrrdError> {
-    let [nx, ny, _] = h.dims;
-    let size = h.sample_type.size();
-    let plane = nx * ny;
-    let after_header = skip_lines(&bytes[h.data_offset..], h.line_skip);
-
-    let out_dims = [region[0].len(), region[1].len(), region[2].len()];
-    let mut out = vec![T::default(); out_dims[0] * out_dims[1] * out_dims[2]];
-
     if h.encoding == Encoding::Ascii {
-        let text = std::str::from_utf8(after_header).map_err(|_| NrrdError::BadAscii {
-            path: path.to_path_buf(),
-            index: 0,
-            token: "<non-UTF-8 data>".into(),
-        })?;
-        let mut tokens = text
-            .split(|c: char| c.is_whitespace() || c == ',')
-            .filter(|t| !t.is_empty());
-        let needed = region[2].end * plane;
-        let mut k = 0usize;
-        for idx in 0..needed {
-            let tok = tokens.next().ok_or(NrrdError::Truncated {
-                path: path.to_path_buf(),
-                expected: h.voxel_count(),
-                found: idx,
-            })?;
-            let v: f64 = tok.parse().map_err(|_| NrrdError::BadAscii {
-                path: path.to_path_buf(),
-                index: idx,
-                token: tok.to_string(),
-            })?;
-            let z = idx / plane;
-            let y = (idx % plane) / nx;
-            let x = idx % nx;
-            if region[2].contains(&z) && region[1].contains(&y) && region[0].contains(&x) {
-                out[k] = map(v);
-                k += 1;
-            }
-        }
-        return Ok(region_volume(h, region, out_dims, out));
+        return decode_ascii(path, bytes, h, region, map);
     }
-
-    // Bytes needed to cover the region: whole slices up to its last one.
-    let needed = region[2].end * plane * size;
-    let first = region[2].start * plane * size;
-    let owned;
-    let data: &[u8] = match h.encoding {
-        Encoding::Raw => {
-            let start = match h.byte_skip {
-                Some(skip) => skip.min(after_header.len()),
-                None => after_header.len().saturating_sub(h.voxel_count() * size),
-            };
-            let d = &after_header[start..];
-            if d.len() < h.voxel_count() * size {
-                return Err(NrrdError::Truncated {
-                    path: path.to_path_buf(),
-                    expected: h.voxel_count() * size,
-                    found: d.len(),
-                });
-            }
-            d
+    let needed = region[2].end * h.dims[0] * h.dims[1] * h.sample_type.size();
+    let data: std::borrow::Cow<'_, [u8]> = match h.encoding {
+        Encoding::Raw => std::borrow::Cow::Borrowed(raw_samples(path, bytes, h)?),
+        _ => {
+            let no_limit = AtomicUsize::new(usize::MAX);
+            std::borrow::Cow::Owned(gunzip(path, bytes, h, needed, &no_limit)?)
         }
-        Encoding::Gzip => {
-            let skip = h.byte_skip.unwrap_or(0);
-            let mut decoder = MultiGzDecoder::new(after_header);
-            let mut buf = Vec::with_capacity(skip + needed);
-            // Only what the region needs: `take` stops decompression early.
-            let limit = (skip + needed) as u64;
-            decoder
-                .by_ref()
-                .take(limit)
-                .read_to_end(&mut buf)
-                .map_err(|source| NrrdError::Gzip {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-            if buf.len() < skip + needed {
-                return Err(NrrdError::Truncated {
-                    path: path.to_path_buf(),
-                    expected: h.voxel_count() * size,
-                    found: buf.len().saturating_sub(skip),
-                });
-            }
-            owned = buf;
-            &owned[skip..]
-        }
-        Encoding::Ascii => unreachable!("handled above"),
     };
+    Ok(convert_region(h, &data, region, map))
+}
 
-    let data = &data[first..needed];
-    let rows_per_slice = out_dims[1];
-    let row_len = out_dims[0];
-    let convert = |src: &[u8]| -> f64 { sample_to_f64(h.sample_type, h.big_endian, src) };
-    // One output slice per z, in parallel: conversion of big volumes is
-    // memory-bound and splits cleanly by slice.
+/// The raw sample bytes of an uncompressed file (all of them, checked).
+fn raw_samples<'a>(path: &Path, bytes: &'a [u8], h: &NrrdHeader) -> Result<&'a [u8], NrrdError> {
+    let after_header = skip_lines(&bytes[h.data_offset..], h.line_skip);
+    let total = h.voxel_count() * h.sample_type.size();
+    let start = match h.byte_skip {
+        Some(skip) => skip.min(after_header.len()),
+        None => after_header.len().saturating_sub(total),
+    };
+    let d = &after_header[start..];
+    if d.len() < total {
+        return Err(NrrdError::Truncated {
+            path: path.to_path_buf(),
+            expected: total,
+            found: d.len(),
+        });
+    }
+    Ok(&d[..total])
+}
+
+/// Decompresses the gzip payload until `needed` sample bytes are out, or
+/// fewer if `limit` (sample bytes, settable from another thread) drops below
+/// that meanwhile. Returns the sample bytes (after `byte skip`).
+fn gunzip(
+    path: &Path,
+    bytes: &[u8],
+    h: &NrrdHeader,
+    needed: usize,
+    limit: &AtomicUsize,
+) -> Result<Vec<u8>, NrrdError> {
+    let after_header = skip_lines(&bytes[h.data_offset..], h.line_skip);
+    let skip = h.byte_skip.unwrap_or(0);
+    // Fast path: libdeflate inflates a single-member gzip of known size in one
+    // call. Anything else (several members, corrupt or short data) goes
+    // through flate2's streaming decoder, which also names the error.
+    let total = h.voxel_count() * h.sample_type.size();
+    if 2 * needed >= total {
+        let mut out = vec![0u8; skip + total];
+        let n = libdeflater::Decompressor::new().gzip_decompress(after_header, &mut out);
+        if matches!(n, Ok(n) if n == skip + total) {
+            out.truncate(skip + needed);
+            out.drain(..skip);
+            return Ok(out);
+        }
+    }
+    let mut decoder = MultiGzDecoder::new(after_header);
+    let mut buf = vec![0u8; skip + needed];
+    let mut filled = 0usize;
+    // Chunks of 1 MiB, so that a lowered limit stops the work early.
+    const CHUNK: usize = 1 << 20;
+    loop {
+        let target = (skip + needed).min(skip.saturating_add(limit.load(Ordering::Acquire)));
+        if filled >= target {
+            break;
+        }
+        let end = target.min(filled + CHUNK);
+        let n = decoder
+            .read(&mut buf[filled..end])
+            .map_err(|source| NrrdError::Gzip {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    let target = (skip + needed).min(skip.saturating_add(limit.load(Ordering::Acquire)));
+    if filled < target {
+        return Err(NrrdError::Truncated {
+            path: path.to_path_buf(),
+            expected: h.voxel_count() * h.sample_type.size(),
+            found: filled.saturating_sub(skip),
+        });
+    }
+    buf.truncate(filled);
+    buf.drain(..skip.min(buf.len()));
+    Ok(buf)
+}
+
+/// Reads the region of an image that another computation decides — typically
+/// the bounding box of a mask — overlapping the two: gzip decompression of the
+/// image runs on its own thread while `region_of` runs on this one, and stops
+/// at the region's last slice once that is known.
+pub fn read_nrrd_f32_cropped<E: From<NrrdError>>(
+    path: &Path,
+    region_of: impl FnOnce(&NrrdHeader) -> Result<[Range<usize>; 3], E>,
+) -> Result<Volume<f32>, E> {
+    let bytes = read_file(path)?;
+    let h = parse_header(path, &bytes)?;
+    let check = |region: [Range<usize>; 3]| -> Result<[Range<usize>; 3], NrrdError> {
+        let ok = region
+            .iter()
+            .zip(h.dims)
+            .all(|(r, n)| r.start < r.end && r.end <= n);
+        if ok {
+            Ok(region)
+        } else {
+            Err(NrrdError::BadRegion {
+                path: path.to_path_buf(),
+                region,
+                dims: h.dims,
+            })
+        }
+    };
+    if h.encoding != Encoding::Gzip {
+        let region = check(region_of(&h)?)?;
+        return Ok(decode(path, &bytes, &h, region, |v| v as f32)?);
+    }
+    let slice_bytes = h.dims[0] * h.dims[1] * h.sample_type.size();
+    let total = h.dims[2] * slice_bytes;
+    let limit = AtomicUsize::new(usize::MAX);
+    let (data, region) = std::thread::scope(|s| {
+        let worker = s.spawn(|| gunzip(path, &bytes, &h, total, &limit));
+        let region = region_of(&h).and_then(|r| Ok(check(r)?));
+        let needed = match &region {
+            Ok(r) => r[2].end * slice_bytes,
+            Err(_) => 0,
+        };
+        limit.store(needed, Ordering::Release);
+        let data = worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (data, region)
+    });
+    let region = region?;
+    let data = data?;
+    Ok(convert_region(&h, &data, region, |v| v as f32))
+}
+
+/// Converts the samples of `region` (`data` starts at the first slice of the
+/// volume) with one monomorphised loop per sample type and byte order.
+fn convert_region<T: Copy + Default + Send>(
+    h: &NrrdHeader,
+    data: &[u8],
+    region: [Range<usize>; 3],
+    map: impl Fn(f64) -> T + Sync,
+) -> Volume<T> {
+    macro_rules! go {
+        ($ty:ty) => {{
+            const N: usize = std::mem::size_of::<$ty>();
+            if h.big_endian {
+                fill::<T, N>(h, data, &region, |b| <$ty>::from_be_bytes(b) as f64, &map)
+            } else {
+                fill::<T, N>(h, data, &region, |b| <$ty>::from_le_bytes(b) as f64, &map)
+            }
+        }};
+    }
+    let out = match h.sample_type {
+        SampleType::I8 => go!(i8),
+        SampleType::U8 => go!(u8),
+        SampleType::I16 => go!(i16),
+        SampleType::U16 => go!(u16),
+        SampleType::I32 => go!(i32),
+        SampleType::U32 => go!(u32),
+        SampleType::I64 => go!(i64),
+        SampleType::U64 => go!(u64),
+        SampleType::F32 => go!(f32),
+        SampleType::F64 => go!(f64),
+    };
+    let dims = [region[0].len(), region[1].len(), region[2].len()];
+    region_volume(h, region, dims, out)
+}
+
+fn fill<T: Copy + Default + Send, const N: usize>(
+    h: &NrrdHeader,
+    data: &[u8],
+    region: &[Range<usize>; 3],
+    read: impl Fn([u8; N]) -> f64 + Sync,
+    map: &(impl Fn(f64) -> T + Sync),
+) -> Vec<T> {
     use rayon::prelude::*;
-    out.par_chunks_mut(rows_per_slice * row_len)
+    let [nx, ny, _] = h.dims;
+    let row_len = region[0].len();
+    let rows = region[1].len();
+    let mut out = vec![T::default(); row_len * rows * region[2].len()];
+    // One output slice per task: conversion is memory-bound and splits
+    // cleanly by slice.
+    out.par_chunks_mut(row_len * rows)
         .enumerate()
         .for_each(|(zi, slice)| {
-            let z_off = zi * plane * size;
+            let z = region[2].start + zi;
             for (yi, row) in slice.chunks_mut(row_len).enumerate() {
                 let y = region[1].start + yi;
-                let base = z_off + (y * nx + region[0].start) * size;
-                for (xi, o) in row.iter_mut().enumerate() {
-                    let s = base + xi * size;
-                    *o = map(convert(&data[s..s + size]));
+                let start = ((z * ny + y) * nx + region[0].start) * N;
+                let src = &data[start..start + row_len * N];
+                for (o, b) in row.iter_mut().zip(src.chunks_exact(N)) {
+                    let mut a = [0u8; N];
+                    a.copy_from_slice(b);
+                    *o = map(read(a));
                 }
             }
         });
+    out
+}
+
+fn decode_ascii<T: Copy + Default>(
+    path: &Path,
+    bytes: &[u8],
+    h: &NrrdHeader,
+    region: [Range<usize>; 3],
+    map: impl Fn(f64) -> T,
+) -> Result<Volume<T>, NrrdError> {
+    let [nx, ny, _] = h.dims;
+    let plane = nx * ny;
+    let after_header = skip_lines(&bytes[h.data_offset..], h.line_skip);
+    let text = std::str::from_utf8(after_header).map_err(|_| NrrdError::BadAscii {
+        path: path.to_path_buf(),
+        index: 0,
+        token: "<non-UTF-8 data>".into(),
+    })?;
+    let mut tokens = text
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|t| !t.is_empty());
+    let out_dims = [region[0].len(), region[1].len(), region[2].len()];
+    let mut out = Vec::with_capacity(out_dims[0] * out_dims[1] * out_dims[2]);
+    for idx in 0..region[2].end * plane {
+        let tok = tokens.next().ok_or(NrrdError::Truncated {
+            path: path.to_path_buf(),
+            expected: h.voxel_count(),
+            found: idx,
+        })?;
+        let v: f64 = tok.parse().map_err(|_| NrrdError::BadAscii {
+            path: path.to_path_buf(),
+            index: idx,
+            token: tok.to_string(),
+        })?;
+        let (z, y, x) = (idx / plane, (idx % plane) / nx, idx % nx);
+        if region[2].contains(&z) && region[1].contains(&y) && region[0].contains(&x) {
+            out.push(map(v));
+        }
+    }
     Ok(region_volume(h, region, out_dims, out))
 }
 
@@ -761,33 +899,6 @@ fn region_volume<T: Copy>(
         spacing: h.spacing,
         origin,
         direction: h.direction,
-    }
-}
-
-#[inline]
-fn sample_to_f64(t: SampleType, big: bool, b: &[u8]) -> f64 {
-    macro_rules! num {
-        ($ty:ty, $n:expr) => {{
-            let mut a = [0u8; $n];
-            a.copy_from_slice(&b[..$n]);
-            (if big {
-                <$ty>::from_be_bytes(a)
-            } else {
-                <$ty>::from_le_bytes(a)
-            }) as f64
-        }};
-    }
-    match t {
-        SampleType::I8 => b[0] as i8 as f64,
-        SampleType::U8 => b[0] as f64,
-        SampleType::I16 => num!(i16, 2),
-        SampleType::U16 => num!(u16, 2),
-        SampleType::I32 => num!(i32, 4),
-        SampleType::U32 => num!(u32, 4),
-        SampleType::I64 => num!(i64, 8),
-        SampleType::U64 => num!(u64, 8),
-        SampleType::F32 => num!(f32, 4),
-        SampleType::F64 => num!(f64, 8),
     }
 }
 
@@ -1087,6 +1198,40 @@ mod tests {
     fn missing_file_is_an_io_error_naming_the_path() {
         let err = read_nrrd_f32(Path::new("/nonexistent/x.nrrd")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/x.nrrd"));
+    }
+
+    #[test]
+    fn cropped_read_overlaps_with_the_region_computation() {
+        let (_d, path) = tmp("c.nrrd");
+        let vol = Volume::new(
+            (0..4 * 3 * 5).map(|i| i as f32).collect(),
+            [4, 3, 5],
+            [1.0; 3],
+        );
+        write_nrrd(&path, &vol, true).unwrap();
+        let part = read_nrrd_f32_cropped(&path, |h| {
+            assert_eq!(h.dims, [4, 3, 5]);
+            Ok::<_, NrrdError>([1..3, 0..2, 2..4])
+        })
+        .unwrap();
+        assert_eq!(part.dims, [2, 2, 2]);
+        assert_eq!(
+            part.data,
+            vec![25.0, 26.0, 29.0, 30.0, 37.0, 38.0, 41.0, 42.0]
+        );
+        // An error from the region computation is returned as is.
+        let err = read_nrrd_f32_cropped(&path, |_| {
+            Err::<[Range<usize>; 3], _>(NrrdError::NotNrrd {
+                path: "mask".into(),
+            })
+        })
+        .unwrap_err();
+        assert!(matches!(err, NrrdError::NotNrrd { .. }));
+        // A region outside the volume is refused.
+        assert!(matches!(
+            read_nrrd_f32_cropped(&path, |_| Ok::<_, NrrdError>([0..4, 0..3, 4..6])),
+            Err(NrrdError::BadRegion { .. })
+        ));
     }
 
     #[test]

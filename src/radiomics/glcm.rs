@@ -17,39 +17,18 @@ const EPS: f64 = f64::EPSILON;
 
 /// Raw (non-symmetric) co-occurrence counts per direction, `Ng×Ng` each.
 fn count_matrices(roi: &Roi, angles: &[[isize; 3]]) -> Vec<Vec<u32>> {
-    let [nx, ny, nz] = roi.dims;
     let ng = roi.ng;
+    let offsets: Vec<isize> = angles.iter().map(|&d| roi.offset(d)).collect();
     let mut mats = vec![vec![0u32; ng * ng]; angles.len()];
-    for z in 0..nz {
-        for y in 0..ny {
-            for x in 0..nx {
-                let li = roi.levels[roi.idx(x, y, z)] as usize;
-                if li == 0 {
-                    continue;
-                }
-                for (a, off) in angles.iter().enumerate() {
-                    let (xx, yy, zz) = (
-                        x as isize + off[0],
-                        y as isize + off[1],
-                        z as isize + off[2],
-                    );
-                    if xx < 0
-                        || yy < 0
-                        || zz < 0
-                        || xx >= nx as isize
-                        || yy >= ny as isize
-                        || zz >= nz as isize
-                    {
-                        continue;
-                    }
-                    let lj = roi.levels[roi.idx(xx as usize, yy as usize, zz as usize)] as usize;
-                    if lj != 0 {
-                        mats[a][(li - 1) * ng + (lj - 1)] += 1;
-                    }
-                }
+    roi.for_each_voxel(|i| {
+        let li = roi.levels[i] as usize;
+        for (m, &off) in mats.iter_mut().zip(&offsets) {
+            let lj = roi.levels[(i as isize + off) as usize] as usize;
+            if lj != 0 {
+                m[(li - 1) * ng + (lj - 1)] += 1;
             }
         }
-    }
+    });
     mats
 }
 

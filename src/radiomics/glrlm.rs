@@ -8,53 +8,56 @@ use super::roi::{Roi, angles13};
 
 const EPS: f64 = f64::EPSILON;
 
-/// Run-length counts for one direction: `ng × nr`, entry `[level-1][len-1]`.
+/// Run-length counts for one direction: `ng × nr`, entry `[level-1][len-1]`,
+/// or `None` when pyradiomics drops the direction (no line along it holds two
+/// ROI voxels).
 fn run_matrix(roi: &Roi, d: [isize; 3], nr: usize) -> Option<Vec<u32>> {
-    let [nx, ny, nz] = roi.dims;
     let ng = roi.ng;
+    let off = roi.offset(d);
     let mut m = vec![0u32; ng * nr];
-    let inside = |x: isize, y: isize, z: isize| {
-        x >= 0 && y >= 0 && z >= 0 && x < nx as isize && y < ny as isize && z < nz as isize
-    };
     let mut multi = false;
-    for z in 0..nz as isize {
-        for y in 0..ny as isize {
-            for x in 0..nx as isize {
-                // A line starts where the previous voxel along d is outside the box.
-                if inside(x - d[0], y - d[1], z - d[2]) {
+    roi.for_each_voxel(|i| {
+        let l = roi.levels[i];
+        // A run starts where the previous voxel along d differs (the padding
+        // reads 0, so runs also stop at the bounding box).
+        if roi.levels[(i as isize - off) as usize] == l {
+            return;
+        }
+        let mut len = 1usize;
+        let mut j = (i as isize + off) as usize;
+        while roi.levels[j] == l {
+            len += 1;
+            j = (j as isize + off) as usize;
+        }
+        multi |= len > 1;
+        m[(l as usize - 1) * nr + len - 1] += 1;
+    });
+    (multi || line_with_two_voxels(roi, d)).then_some(m)
+}
+
+/// Whether any line along `d` holds two ROI voxels that are not adjacent or
+/// differ in level (the rare case the run pass cannot tell).
+fn line_with_two_voxels(roi: &Roi, d: [isize; 3]) -> bool {
+    let [nx, ny, nz] = roi.dims.map(|n| n as isize);
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                if roi.levels[roi.idx(x as usize, y as usize, z as usize)] == 0 {
                     continue;
                 }
-                let (mut cx, mut cy, mut cz) = (x, y, z);
-                let mut run_level = 0usize;
-                let mut run_len = 0usize;
-                let mut elements = 0usize;
-                while inside(cx, cy, cz) {
-                    let l = roi.levels[roi.idx(cx as usize, cy as usize, cz as usize)] as usize;
-                    if l != 0 {
-                        elements += 1;
+                let (mut cx, mut cy, mut cz) = (x - d[0], y - d[1], z - d[2]);
+                while cx >= 0 && cy >= 0 && cz >= 0 && cx < nx && cy < ny && cz < nz {
+                    if roi.levels[roi.idx(cx as usize, cy as usize, cz as usize)] != 0 {
+                        return true;
                     }
-                    if l != run_level {
-                        if run_level != 0 {
-                            m[(run_level - 1) * nr + run_len - 1] += 1;
-                        }
-                        run_level = l;
-                        run_len = 0;
-                    }
-                    if l != 0 {
-                        run_len += 1;
-                    }
-                    cx += d[0];
-                    cy += d[1];
-                    cz += d[2];
+                    cx -= d[0];
+                    cy -= d[1];
+                    cz -= d[2];
                 }
-                if run_level != 0 {
-                    m[(run_level - 1) * nr + run_len - 1] += 1;
-                }
-                multi |= elements > 1;
             }
         }
     }
-    multi.then_some(m)
+    false
 }
 
 fn angle_features(m: &[u32], ng: usize, nr: usize) -> Option<[f64; 16]> {
@@ -187,4 +190,50 @@ pub fn compute(roi: &Roi) -> Vec<(&'static str, f64)> {
         .enumerate()
         .map(|(k, &n)| (n, mean(k)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imaging::Volume;
+    use crate::radiomics::Settings;
+    use crate::radiomics::roi::bounding_box;
+
+    /// Three voxels in an L, each in its own grey level: every run has length 1.
+    fn l_shape() -> Roi {
+        let image = Volume::new(vec![0.0f32, 100.0, 200.0, 0.0], [2, 2, 1], [1.0; 3]);
+        let mask = Volume::new(vec![1u8, 1, 1, 0], [2, 2, 1], [1.0; 3]);
+        let bbox = bounding_box(&mask, 1).unwrap();
+        Roi::build(&image, &mask, bbox, &Settings::default()).unwrap()
+    }
+
+    #[test]
+    fn a_direction_without_two_voxels_on_a_line_is_dropped() {
+        let roi = l_shape();
+        // (0,0) → (1,1) is outside the ROI: no line holds two voxels.
+        assert!(run_matrix(&roi, [1, 1, 0], 2).is_none());
+        // (1,0) and (0,1) share an anti-diagonal line, in different runs.
+        let m = run_matrix(&roi, [-1, 1, 0], 2).unwrap();
+        assert_eq!(m.iter().sum::<u32>(), 3);
+        assert!(run_matrix(&roi, [1, 0, 0], 2).is_some());
+    }
+
+    #[test]
+    fn runs_follow_levels_and_stop_at_the_roi_border() {
+        let image = Volume::new(
+            vec![10.0f32, 10.0, 10.0, 90.0, 10.0, 10.0],
+            [6, 1, 1],
+            [1.0; 3],
+        );
+        let mask = Volume::new(vec![1u8, 1, 1, 1, 1, 0], [6, 1, 1], [1.0; 3]);
+        let bbox = bounding_box(&mask, 1).unwrap();
+        let roi = Roi::build(&image, &mask, bbox, &Settings::default()).unwrap();
+        let nr = 5;
+        let m = run_matrix(&roi, [1, 0, 0], nr).unwrap();
+        // Level of 10 HU is 1, 90 HU is 4: runs (1, len 3), (4, len 1), (1, len 1).
+        assert_eq!(m[2], 1);
+        assert_eq!(m[0], 1);
+        assert_eq!(m[3 * nr], 1);
+        assert_eq!(m.iter().sum::<u32>(), 3);
+    }
 }

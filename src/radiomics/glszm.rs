@@ -8,36 +8,25 @@ const EPS: f64 = f64::EPSILON;
 
 /// (grey level, size) of every zone.
 fn zones(roi: &Roi) -> Vec<(usize, usize)> {
-    let [nx, ny, nz] = roi.dims;
-    let offsets = angles26(roi.dims);
+    let offsets: Vec<isize> = angles26(roi.dims)
+        .into_iter()
+        .map(|d| roi.offset(d))
+        .collect();
     let mut seen = vec![false; roi.levels.len()];
     let mut stack: Vec<usize> = Vec::new();
     let mut out = Vec::new();
-    for start in 0..roi.levels.len() {
-        let level = roi.levels[start];
-        if level == 0 || seen[start] {
-            continue;
+    roi.for_each_voxel(|start| {
+        if seen[start] {
+            return;
         }
+        let level = roi.levels[start];
         seen[start] = true;
         stack.push(start);
         let mut size = 0usize;
         while let Some(k) = stack.pop() {
             size += 1;
-            let x = (k % nx) as isize;
-            let y = ((k / nx) % ny) as isize;
-            let z = (k / (nx * ny)) as isize;
-            for o in &offsets {
-                let (xx, yy, zz) = (x + o[0], y + o[1], z + o[2]);
-                if xx < 0
-                    || yy < 0
-                    || zz < 0
-                    || xx >= nx as isize
-                    || yy >= ny as isize
-                    || zz >= nz as isize
-                {
-                    continue;
-                }
-                let j = roi.idx(xx as usize, yy as usize, zz as usize);
+            for &o in &offsets {
+                let j = (k as isize + o) as usize;
                 if !seen[j] && roi.levels[j] == level {
                     seen[j] = true;
                     stack.push(j);
@@ -45,7 +34,7 @@ fn zones(roi: &Roi) -> Vec<(usize, usize)> {
             }
         }
         out.push((level as usize, size));
-    }
+    });
     out
 }
 

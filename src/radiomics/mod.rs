@@ -218,7 +218,6 @@ pub fn extract(
         });
     }
     let roi = roi::Roi::build(image, mask, bbox, settings)?;
-
     let ((shape, first), ((glcm, glrlm), (glszm, (gldm, ngtdm)))) = rayon::join(
         || {
             rayon::join(
@@ -296,47 +295,50 @@ pub fn load_mask(path: &Path, label: u8) -> Result<Volume<u8>, RadiomicsError> {
     Ok(nrrd::read_nrrd_mask(path, label as i64)?)
 }
 
-/// Loads the image and mask, cropped to the mask's bounding box when both are
-/// NRRD files: only the slices the ROI needs are decompressed. Geometry is
-/// checked on the full headers first, so errors are the same as with a full
-/// load.
+/// Loads the image and mask cropped to the mask's bounding box (what
+/// `extract` would crop to anyway). For NRRD the image is decompressed on a
+/// second thread while the mask is read, and only up to the ROI's last slice;
+/// geometry is checked against the full headers first, so errors are those of
+/// a full load.
 pub fn load_roi_pair(
     image: &Path,
     mask: &Path,
     settings: &Settings,
 ) -> Result<(Volume<f32>, Volume<u8>), RadiomicsError> {
     settings.validate()?;
-    let mask_full = load_mask(mask, settings.label)?;
     unsupported(image)?;
-    let header = nrrd::read_nrrd_header(image)?;
-    let probe = Volume {
-        data: vec![0f32; 0],
-        dims: header.dims,
-        spacing: header.spacing,
-        origin: header.origin,
-        direction: header.direction,
-    };
-    let probe_mask = Volume {
-        data: vec![0u8; 0],
-        dims: mask_full.dims,
-        spacing: mask_full.spacing,
-        origin: mask_full.origin,
-        direction: mask_full.direction,
-    };
-    check_geometry(&probe, &probe_mask, settings.geometry_tolerance)?;
-    // `load_mask` made the mask binary: 1 marks the label.
-    let Some(bbox) = roi::bounding_box(&mask_full, 1) else {
-        return Err(RadiomicsError::EmptyRoi {
+    let mut cropped_mask = None;
+    let image = nrrd::read_nrrd_f32_cropped(image, |header| {
+        let mask_full = load_mask(mask, settings.label)?;
+        let probe = Volume {
+            data: Vec::<f32>::new(),
+            dims: header.dims,
+            spacing: header.spacing,
+            origin: header.origin,
+            direction: header.direction,
+        };
+        let probe_mask = Volume {
+            data: Vec::<u8>::new(),
+            dims: mask_full.dims,
+            spacing: mask_full.spacing,
+            origin: mask_full.origin,
+            direction: mask_full.direction,
+        };
+        check_geometry(&probe, &probe_mask, settings.geometry_tolerance)?;
+        // `load_mask` made the mask binary: 1 marks the label.
+        let bbox = roi::bounding_box(&mask_full, 1).ok_or(RadiomicsError::EmptyRoi {
             label: settings.label,
-        });
-    };
-    let region = [
-        bbox.lo[0]..bbox.hi[0] + 1,
-        bbox.lo[1]..bbox.hi[1] + 1,
-        bbox.lo[2]..bbox.hi[2] + 1,
-    ];
-    let image = nrrd::read_nrrd_f32_region(image, region.clone())?;
-    let mask = crop(&mask_full, &region);
+        })?;
+        let region = [
+            bbox.lo[0]..bbox.hi[0] + 1,
+            bbox.lo[1]..bbox.hi[1] + 1,
+            bbox.lo[2]..bbox.hi[2] + 1,
+        ];
+        cropped_mask = Some(crop(&mask_full, &region));
+        Ok::<_, RadiomicsError>(region)
+    })?;
+    let mask =
+        cropped_mask.ok_or_else(|| RadiomicsError::InvalidVolume("mask was not loaded".into()))?;
     Ok((image, mask))
 }
 

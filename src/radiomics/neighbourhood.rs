@@ -13,50 +13,35 @@ struct Matrices {
 }
 
 fn matrices(roi: &Roi, alpha: u32) -> Matrices {
-    let [nx, ny, nz] = roi.dims;
     let ng = roi.ng;
-    let offsets = angles26(roi.dims);
+    let offsets: Vec<isize> = angles26(roi.dims)
+        .into_iter()
+        .map(|d| roi.offset(d))
+        .collect();
     let mut gldm = vec![0u64; ng * 27];
     let mut n = vec![0u64; ng + 1];
     let mut s = vec![0.0f64; ng + 1];
-    for z in 0..nz {
-        for y in 0..ny {
-            for x in 0..nx {
-                let li = roi.levels[roi.idx(x, y, z)];
-                if li == 0 {
-                    continue;
-                }
-                let (mut dep, mut count, mut sum) = (0usize, 0u32, 0u64);
-                for o in &offsets {
-                    let (xx, yy, zz) = (x as isize + o[0], y as isize + o[1], z as isize + o[2]);
-                    if xx < 0
-                        || yy < 0
-                        || zz < 0
-                        || xx >= nx as isize
-                        || yy >= ny as isize
-                        || zz >= nz as isize
-                    {
-                        continue;
-                    }
-                    let lj = roi.levels[roi.idx(xx as usize, yy as usize, zz as usize)];
-                    if lj == 0 {
-                        continue;
-                    }
-                    count += 1;
-                    sum += lj as u64;
-                    if (li as i64 - lj as i64).unsigned_abs() <= alpha as u64 {
-                        dep += 1;
-                    }
-                }
-                let li = li as usize;
-                gldm[(li - 1) * 27 + dep] += 1;
-                n[li] += 1;
-                if count > 0 {
-                    s[li] += (li as f64 - sum as f64 / count as f64).abs();
-                }
+    roi.for_each_voxel(|i| {
+        let li = roi.levels[i];
+        let (mut dep, mut count, mut sum) = (0usize, 0u32, 0u64);
+        for &o in &offsets {
+            let lj = roi.levels[(i as isize + o) as usize];
+            if lj == 0 {
+                continue;
+            }
+            count += 1;
+            sum += lj as u64;
+            if (li as i64 - lj as i64).unsigned_abs() <= alpha as u64 {
+                dep += 1;
             }
         }
-    }
+        let li = li as usize;
+        gldm[(li - 1) * 27 + dep] += 1;
+        n[li] += 1;
+        if count > 0 {
+            s[li] += (li as f64 - sum as f64 / count as f64).abs();
+        }
+    });
     Matrices { gldm, n, s }
 }
 

@@ -70,12 +70,16 @@ pub fn bounding_box(mask: &Volume<u8>, label: u8) -> Option<BoundingBox> {
 /// The ROI inside its bounding box.
 #[derive(Debug, Clone)]
 pub struct Roi {
-    /// Bounding-box size along x, y, z (x fastest in the arrays below).
+    /// Bounding-box size along x, y, z.
     pub dims: [usize; 3],
+    /// Size of `levels`: the bounding box plus one voxel of padding per side.
+    pub pdims: [usize; 3],
     /// Voxel spacing (mm) along x, y, z.
     pub spacing: [f64; 3],
-    /// Discretised grey level per bounding-box voxel: 0 outside the ROI,
-    /// 1..=`ng` inside.
+    /// Discretised grey level per voxel of the padded bounding box (x
+    /// fastest): 0 outside the ROI and in the padding, 1..=`ng` inside. The
+    /// padding lets neighbour loops use fixed linear offsets without bounds
+    /// checks: a neighbour outside the box reads 0 like one outside the ROI.
     pub levels: Vec<u16>,
     /// Intensities of the ROI voxels in raster order (for first-order features).
     pub values: Vec<f64>,
@@ -96,12 +100,13 @@ impl Roi {
     ) -> Result<Self, RadiomicsError> {
         let dims = bbox.size();
         let [nx, ny, nz] = dims;
-        let mut inside = vec![false; nx * ny * nz];
+        let pdims = [nx + 2, ny + 2, nz + 2];
+        let mut inside = vec![false; pdims[0] * pdims[1] * pdims[2]];
         let mut values = Vec::new();
         for z in 0..nz {
             for y in 0..ny {
                 let src = image.index(bbox.lo[0], bbox.lo[1] + y, bbox.lo[2] + z);
-                let dst = (z * ny + y) * nx;
+                let dst = ((z + 1) * pdims[1] + y + 1) * pdims[0] + 1;
                 for x in 0..nx {
                     if mask.data[src + x] == settings.label {
                         let v = image.data[src + x];
@@ -147,6 +152,7 @@ impl Roi {
         }
         Ok(Self {
             dims,
+            pdims,
             spacing: image.spacing,
             levels,
             n_voxels: values.len(),
@@ -163,9 +169,32 @@ impl Roi {
             .collect()
     }
 
+    /// Index in `levels` of bounding-box voxel (x, y, z).
     #[inline]
     pub fn idx(&self, x: usize, y: usize, z: usize) -> usize {
-        (z * self.dims[1] + y) * self.dims[0] + x
+        ((z + 1) * self.pdims[1] + y + 1) * self.pdims[0] + x + 1
+    }
+
+    /// Linear offset in `levels` of a neighbour offset (dx, dy, dz).
+    #[inline]
+    pub fn offset(&self, d: [isize; 3]) -> isize {
+        (d[2] * self.pdims[1] as isize + d[1]) * self.pdims[0] as isize + d[0]
+    }
+
+    /// Calls `f(index)` for every ROI voxel, in raster order (x fastest).
+    #[inline]
+    pub fn for_each_voxel(&self, mut f: impl FnMut(usize)) {
+        let [nx, ny, nz] = self.dims;
+        for z in 0..nz {
+            for y in 0..ny {
+                let row = self.idx(0, y, z);
+                for i in row..row + nx {
+                    if self.levels[i] != 0 {
+                        f(i);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -12,8 +12,6 @@
 //!   centres in index × spacing coordinates (the direction matrix is ignored,
 //!   as pyradiomics does).
 
-use rayon::prelude::*;
-
 use super::linalg::symmetric_eigenvalues;
 use super::roi::Roi;
 use super::shape_table::TRIANGLES;
@@ -186,24 +184,44 @@ fn diameters(padded: &[u8], pdims: [usize; 3], spacing: [f64; 3]) -> [f64; 4] {
         v[axis] == e.0 || v[axis] == e.1
     };
     let half = [spacing[0] / 2.0, spacing[1] / 2.0, spacing[2] / 2.0];
-    let dist2 = |a: &[u32; 3], b: &[u32; 3]| -> f64 {
-        (0..3)
-            .map(|i| {
-                let t = (a[i] as f64 - b[i] as f64) * half[i];
-                t * t
-            })
-            .sum()
-    };
+    // Largest squared distance within `pts`. Exact, with pruning: with c the
+    // centroid and r_i = |p_i − c|, d_ij ≤ r_i + r_j, so after sorting by r
+    // (descending) both loops can stop as soon as that bound cannot beat the
+    // best pair found.
     let max_pairwise = |pts: &[[u32; 3]]| -> f64 {
-        pts.par_iter()
-            .enumerate()
-            .map(|(i, a)| {
-                pts[i + 1..]
-                    .iter()
-                    .map(|b| dist2(a, b))
-                    .fold(0.0f64, f64::max)
+        if pts.len() < 2 {
+            return 0.0;
+        }
+        let phys: Vec<[f64; 3]> = pts
+            .iter()
+            .map(|v| [0, 1, 2].map(|i| v[i] as f64 * half[i]))
+            .collect();
+        let n = phys.len() as f64;
+        let c = [0, 1, 2].map(|i| phys.iter().map(|p| p[i]).sum::<f64>() / n);
+        let mut by_r: Vec<(f64, [f64; 3])> = phys
+            .iter()
+            .map(|p| {
+                let r =
+                    ((p[0] - c[0]).powi(2) + (p[1] - c[1]).powi(2) + (p[2] - c[2]).powi(2)).sqrt();
+                (r, *p)
             })
-            .reduce(|| 0.0, f64::max)
+            .collect();
+        by_r.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        let mut best2 = 0.0f64;
+        for (i, (ri, a)) in by_r.iter().enumerate() {
+            // Slack for rounding in r: the bound only prunes, never decides.
+            if 2.0 * ri * (1.0 + 1e-12) < best2.sqrt() {
+                break;
+            }
+            for (rj, b) in &by_r[i + 1..] {
+                if (ri + rj) * (1.0 + 1e-12) < best2.sqrt() {
+                    break;
+                }
+                let d2 = (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2);
+                best2 = best2.max(d2);
+            }
+        }
+        best2
     };
     // Within planes perpendicular to `plane_axis`, using ends along the other two axes.
     let planar = |plane_axis: usize| -> f64 {
@@ -219,15 +237,7 @@ fn diameters(padded: &[u8], pdims: [usize; 3], spacing: [f64; 3]) -> [f64; 4] {
             .collect();
         pts.sort_unstable_by_key(|v| v[plane_axis]);
         pts.chunk_by(|a, b| a[plane_axis] == b[plane_axis])
-            .map(|group| {
-                let mut best = 0.0f64;
-                for (i, a) in group.iter().enumerate() {
-                    for b in &group[i + 1..] {
-                        best = best.max(dist2(a, b));
-                    }
-                }
-                best
-            })
+            .map(max_pairwise)
             .fold(0.0, f64::max)
     };
     let candidates: Vec<[u32; 3]> = verts
@@ -288,18 +298,9 @@ fn pca_eigenvalues(roi: &Roi) -> [f64; 3] {
 }
 
 pub fn compute(roi: &Roi) -> Vec<(&'static str, f64)> {
-    let [nx, ny, nz] = roi.dims;
-    let pdims = [nx + 2, ny + 2, nz + 2];
-    let mut padded = vec![0u8; pdims[0] * pdims[1] * pdims[2]];
-    for z in 0..nz {
-        for y in 0..ny {
-            let src = roi.idx(0, y, z);
-            let dst = ((z + 1) * pdims[1] + y + 1) * pdims[0] + 1;
-            for x in 0..nx {
-                padded[dst + x] = u8::from(roi.levels[src + x] != 0);
-            }
-        }
-    }
+    // The ROI grid is already padded by one voxel, as pyradiomics pads the mask.
+    let pdims = roi.pdims;
+    let padded: Vec<u8> = roi.levels.iter().map(|&l| u8::from(l != 0)).collect();
     let s = roi.spacing;
     let ((area, volume), (diam, ev)) = rayon::join(
         || mesh_area_volume(&padded, pdims, [s[2], s[1], s[0]]),
