@@ -234,6 +234,135 @@ pub fn read_nrrd_mask(path: &Path, label: i64) -> Result<Volume<u8>, NrrdError> 
     decode(path, &bytes, &header, full, |v| u8::from(v == label))
 }
 
+/// A label map cropped to the bounding box of one label.
+#[derive(Debug, Clone)]
+pub struct CroppedMask {
+    /// Header of the whole file (its geometry is the full volume's).
+    pub header: NrrdHeader,
+    /// Index ranges (x, y, z) of the label's bounding box in the full volume.
+    pub region: [Range<usize>; 3],
+    /// 1 where the label is, 0 elsewhere, over `region` (origin adjusted).
+    pub mask: Volume<u8>,
+}
+
+/// Reads a label map, finds the bounding box of `label` directly on the
+/// decoded samples and returns only that box as a binary mask — no
+/// whole-volume mask is built. `None` if the label does not occur.
+pub fn read_nrrd_mask_cropped(path: &Path, label: i64) -> Result<Option<CroppedMask>, NrrdError> {
+    let bytes = read_file(path)?;
+    let header = parse_header(path, &bytes)?;
+    let labelf = label as f64;
+    if header.encoding == Encoding::Ascii {
+        let full = decode(path, &bytes, &header, full_region(&header), |v| {
+            u8::from(v == labelf)
+        })?;
+        let Some(region) = bbox_where(header.dims, |i| full.data[i] == 1) else {
+            return Ok(None);
+        };
+        let [nx, ny, _] = header.dims;
+        let mut data = Vec::with_capacity(region.iter().map(|r| r.len()).product());
+        for z in region[2].clone() {
+            for y in region[1].clone() {
+                let row = (z * ny + y) * nx;
+                data.extend_from_slice(&full.data[row + region[0].start..row + region[0].end]);
+            }
+        }
+        let dims = [region[0].len(), region[1].len(), region[2].len()];
+        let mask = region_volume(&header, region.clone(), dims, data);
+        return Ok(Some(CroppedMask {
+            header,
+            region,
+            mask,
+        }));
+    }
+    let total = header.voxel_count() * header.sample_type.size();
+    let data: std::borrow::Cow<'_, [u8]> = match header.encoding {
+        Encoding::Raw => std::borrow::Cow::Borrowed(raw_samples(path, &bytes, &header)?),
+        _ => {
+            let no_limit = AtomicUsize::new(usize::MAX);
+            std::borrow::Cow::Owned(gunzip(path, &bytes, &header, total, &no_limit)?)
+        }
+    };
+    let h = &header;
+    macro_rules! find {
+        ($ty:ty) => {{
+            const N: usize = std::mem::size_of::<$ty>();
+            let at = |i: usize| -> f64 {
+                let mut a = [0u8; N];
+                a.copy_from_slice(&data[i * N..(i + 1) * N]);
+                if h.big_endian {
+                    <$ty>::from_be_bytes(a) as f64
+                } else {
+                    <$ty>::from_le_bytes(a) as f64
+                }
+            };
+            bbox_where(h.dims, |i| at(i) == labelf)
+        }};
+    }
+    let region = match h.sample_type {
+        SampleType::I8 => find!(i8),
+        SampleType::U8 => find!(u8),
+        SampleType::I16 => find!(i16),
+        SampleType::U16 => find!(u16),
+        SampleType::I32 => find!(i32),
+        SampleType::U32 => find!(u32),
+        SampleType::I64 => find!(i64),
+        SampleType::U64 => find!(u64),
+        SampleType::F32 => find!(f32),
+        SampleType::F64 => find!(f64),
+    };
+    let Some(region) = region else {
+        return Ok(None);
+    };
+    let mask = convert_region(h, &data, region.clone(), |v| u8::from(v == labelf));
+    Ok(Some(CroppedMask {
+        header,
+        region,
+        mask,
+    }))
+}
+
+/// Bounding box (x, y, z ranges) of the voxels where `inside(linear index)`,
+/// scanning slices in parallel.
+fn bbox_where(
+    dims: [usize; 3],
+    inside: impl Fn(usize) -> bool + Sync,
+) -> Option<[Range<usize>; 3]> {
+    use rayon::prelude::*;
+    let [nx, ny, nz] = dims;
+    (0..nz)
+        .into_par_iter()
+        .filter_map(|z| {
+            let (mut x0, mut x1, mut y0, mut y1) = (usize::MAX, 0, usize::MAX, 0);
+            for y in 0..ny {
+                let row = (z * ny + y) * nx;
+                let Some(first) = (0..nx).find(|&x| inside(row + x)) else {
+                    continue;
+                };
+                let last = (first..nx)
+                    .rev()
+                    .find(|&x| inside(row + x))
+                    .unwrap_or(first);
+                x0 = x0.min(first);
+                x1 = x1.max(last);
+                y0 = y0.min(y);
+                y1 = y1.max(y);
+            }
+            (x0 != usize::MAX).then_some([x0, x1, y0, y1, z, z])
+        })
+        .reduce_with(|a, b| {
+            [
+                a[0].min(b[0]),
+                a[1].max(b[1]),
+                a[2].min(b[2]),
+                a[3].max(b[3]),
+                a[4].min(b[4]),
+                a[5].max(b[5]),
+            ]
+        })
+        .map(|b| [b[0]..b[1] + 1, b[2]..b[3] + 1, b[4]..b[5] + 1])
+}
+
 /// Reads only the header of an NRRD file.
 pub fn read_nrrd_header(path: &Path) -> Result<NrrdHeader, NrrdError> {
     let file = File::open(path).map_err(|source| NrrdError::Io {
@@ -1232,6 +1361,35 @@ mod tests {
             read_nrrd_f32_cropped(&path, |_| Ok::<_, NrrdError>([0..4, 0..3, 4..6])),
             Err(NrrdError::BadRegion { .. })
         ));
+    }
+
+    #[test]
+    fn cropped_mask_is_the_labels_bounding_box() {
+        let (_d, path) = tmp("m.nrrd");
+        let mut vol = Volume::new(vec![0i16; 5 * 4 * 3], [5, 4, 3], [0.5, 0.5, 2.0]);
+        vol.origin = [10.0, 20.0, 30.0];
+        for (x, y, z, l) in [(1, 1, 1, 2), (3, 2, 1, 2), (2, 3, 2, 2), (4, 0, 0, 1)] {
+            let i = vol.index(x, y, z);
+            vol.data[i] = l;
+        }
+        for gzip in [false, true] {
+            write_nrrd(&path, &vol, gzip).unwrap();
+            let c = read_nrrd_mask_cropped(&path, 2).unwrap().unwrap();
+            assert_eq!(c.region, [1..4, 1..4, 1..3]);
+            assert_eq!(c.mask.dims, [3, 3, 2]);
+            assert_eq!(c.mask.data.iter().filter(|&&m| m == 1).count(), 3);
+            assert_eq!(c.mask.get(0, 0, 0), 1);
+            assert_eq!(c.mask.get(2, 1, 0), 1);
+            assert_eq!(c.mask.origin, [10.5, 20.5, 32.0]);
+            assert_eq!(c.header.dims, [5, 4, 3]);
+            assert!(read_nrrd_mask_cropped(&path, 7).unwrap().is_none());
+        }
+        let (_d2, text) = tmp("t.nrrd");
+        let header = "NRRD0004\ntype: short\ndimension: 3\nsizes: 2 2 1\nencoding: ascii\n\n";
+        std::fs::write(&text, format!("{header}0 3 3 0\n")).unwrap();
+        let c = read_nrrd_mask_cropped(&text, 3).unwrap().unwrap();
+        assert_eq!(c.region, [0..2, 0..2, 0..1]);
+        assert_eq!(c.mask.data, vec![0, 1, 1, 0]);
     }
 
     #[test]

@@ -145,7 +145,11 @@ fn check_volume<T>(v: &Volume<T>, what: &str) -> Result<(), RadiomicsError> {
 /// Same size and, within the tolerance, same spacing, origin and direction
 /// (SimpleITK's rule, which pyradiomics applies through
 /// `LabelStatisticsImageFilter`).
-fn check_geometry(image: &Volume<f32>, mask: &Volume<u8>, tol: f64) -> Result<(), RadiomicsError> {
+fn check_geometry<A, B>(
+    image: &Volume<A>,
+    mask: &Volume<B>,
+    tol: f64,
+) -> Result<(), RadiomicsError> {
     if image.dims != mask.dims {
         return Err(RadiomicsError::SizeMismatch {
             image: image.dims,
@@ -309,32 +313,23 @@ pub fn load_roi_pair(
     unsupported(image)?;
     let mut cropped_mask = None;
     let image = nrrd::read_nrrd_f32_cropped(image, |header| {
-        let mask_full = load_mask(mask, settings.label)?;
-        let probe = Volume {
-            data: Vec::<f32>::new(),
-            dims: header.dims,
-            spacing: header.spacing,
-            origin: header.origin,
-            direction: header.direction,
+        unsupported(mask)?;
+        let cropped = nrrd::read_nrrd_mask_cropped(mask, settings.label as i64)?;
+        let Some(cropped) = cropped else {
+            // Report a size/geometry mismatch before an absent label.
+            let m = nrrd::read_nrrd_header(mask)?;
+            check_geometry(&probe(header), &probe(&m), settings.geometry_tolerance)?;
+            return Err(RadiomicsError::EmptyRoi {
+                label: settings.label,
+            });
         };
-        let probe_mask = Volume {
-            data: Vec::<u8>::new(),
-            dims: mask_full.dims,
-            spacing: mask_full.spacing,
-            origin: mask_full.origin,
-            direction: mask_full.direction,
-        };
-        check_geometry(&probe, &probe_mask, settings.geometry_tolerance)?;
-        // `load_mask` made the mask binary: 1 marks the label.
-        let bbox = roi::bounding_box(&mask_full, 1).ok_or(RadiomicsError::EmptyRoi {
-            label: settings.label,
-        })?;
-        let region = [
-            bbox.lo[0]..bbox.hi[0] + 1,
-            bbox.lo[1]..bbox.hi[1] + 1,
-            bbox.lo[2]..bbox.hi[2] + 1,
-        ];
-        cropped_mask = Some(crop(&mask_full, &region));
+        check_geometry(
+            &probe(header),
+            &probe(&cropped.header),
+            settings.geometry_tolerance,
+        )?;
+        let region = cropped.region.clone();
+        cropped_mask = Some(cropped.mask);
         Ok::<_, RadiomicsError>(region)
     })?;
     let mask =
@@ -342,25 +337,14 @@ pub fn load_roi_pair(
     Ok((image, mask))
 }
 
-fn crop(v: &Volume<u8>, region: &[std::ops::Range<usize>; 3]) -> Volume<u8> {
-    let dims = [region[0].len(), region[1].len(), region[2].len()];
-    let mut data = Vec::with_capacity(dims[0] * dims[1] * dims[2]);
-    for z in region[2].clone() {
-        for y in region[1].clone() {
-            let s = v.index(region[0].start, y, z);
-            data.extend_from_slice(&v.data[s..s + dims[0]]);
-        }
-    }
+/// A data-less volume carrying a header's geometry, for `check_geometry`.
+fn probe(h: &nrrd::NrrdHeader) -> Volume<u8> {
     Volume {
-        data,
-        dims,
-        spacing: v.spacing,
-        origin: v.index_to_physical([
-            region[0].start as f64,
-            region[1].start as f64,
-            region[2].start as f64,
-        ]),
-        direction: v.direction,
+        data: Vec::new(),
+        dims: h.dims,
+        spacing: h.spacing,
+        origin: h.origin,
+        direction: h.direction,
     }
 }
 

@@ -293,3 +293,36 @@ fn features_serialise_as_an_ordered_object() {
     assert_eq!(obj.keys().next().unwrap(), "original_shape_Elongation");
     assert_eq!(obj.keys().next_back().unwrap(), "original_ngtdm_Strength");
 }
+
+#[test]
+fn file_loading_reports_geometry_and_label_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, mask) = small_pair();
+    let img = dir.path().join("img.nrrd");
+    crate::imaging::nrrd::write_nrrd(&img, &image, true).unwrap();
+
+    let shifted = dir.path().join("shifted.nrrd");
+    let mut m = mask.clone();
+    m.origin = [5.0, 0.0, 0.0];
+    crate::imaging::nrrd::write_nrrd(&shifted, &m, true).unwrap();
+    assert!(matches!(
+        cli_extract(&img, &shifted, None),
+        Err(RadiomicsError::GeometryMismatch { what: "origin", .. })
+    ));
+
+    let empty = dir.path().join("empty.nrrd");
+    let e = Volume::new(vec![0u8; mask.len()], mask.dims, mask.spacing);
+    crate::imaging::nrrd::write_nrrd(&empty, &e, false).unwrap();
+    assert!(matches!(
+        cli_extract(&img, &empty, None),
+        Err(RadiomicsError::EmptyRoi { label: 1 })
+    ));
+
+    let good = dir.path().join("mask.nrrd");
+    crate::imaging::nrrd::write_nrrd(&good, &mask, true).unwrap();
+    let out = cli_extract(&img, &good, None).unwrap();
+    let direct = extract(&image, &mask, &Settings::default()).unwrap();
+    for (k, v) in direct.iter() {
+        assert_eq!(out["features"][k].as_f64().unwrap(), v, "{k}");
+    }
+}
