@@ -7,6 +7,7 @@ pub mod cache;
 pub mod dicom;
 pub mod dicomweb;
 pub mod jobs;
+pub mod nrrd;
 pub mod patch;
 pub mod volume;
 
