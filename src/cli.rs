@@ -211,8 +211,14 @@ pub fn run() -> anyhow::Result<()> {
             mask,
             bin_width,
         } => {
-            let features = crate::radiomics::cli_extract(&image, &mask, bin_width)?;
-            println!("{}", serde_json::to_string_pretty(&features)?);
+            let out = crate::radiomics::cli_extract(&image, &mask, bin_width)?;
+            // Feature name → value, as pyradiomics names them; the settings
+            // used go to stderr so stdout stays one JSON object.
+            eprintln!(
+                "pyradiomics-compatible ({}), settings {}, {} mask voxels",
+                out["pyradiomics_compatible"], out["settings"], out["mask_voxels"]
+            );
+            println!("{}", serde_json::to_string_pretty(&out["features"])?);
             Ok(())
         }
         Command::Synth {

@@ -20,6 +20,7 @@ mod glcm;
 mod gldm;
 mod glrlm;
 mod glszm;
+mod input;
 mod linalg;
 mod neighbourhood;
 mod ngtdm;
@@ -37,6 +38,7 @@ use serde::ser::SerializeMap;
 
 use crate::imaging::Volume;
 use crate::imaging::nrrd::{self, NrrdError};
+pub use input::load_pair_any;
 pub use roi::BoundingBox;
 pub use settings::Settings;
 
@@ -75,6 +77,8 @@ pub enum RadiomicsError {
     Nrrd(#[from] NrrdError),
     #[error("cannot load {path}: {reason}")]
     UnsupportedInput { path: PathBuf, reason: String },
+    #[error("DICOM input: {0}")]
+    Dicom(String),
 }
 
 /// Feature name → value, in pyradiomics' order (shape, first order, GLCM,
@@ -359,7 +363,14 @@ pub fn cli_extract(
     if let Some(w) = bin_width {
         settings.bin_width = w;
     }
-    let (image, mask) = load_roi_pair(image, mask, &settings)?;
+    let nrrd_pair = [image, mask]
+        .iter()
+        .all(|p| p.is_file() && extension(p) == "nrrd");
+    let (image, mask) = if nrrd_pair {
+        load_roi_pair(image, mask, &settings)?
+    } else {
+        input::load_pair_any(image, mask, &settings)?
+    };
     // The loaded mask is binary (1 = label), whatever label was asked for.
     let run = Settings {
         label: 1,

@@ -15,7 +15,7 @@ use super::slice::{Header, floats_of, normalise_orientation, parse_guarded};
 use crate::imaging::Volume;
 
 /// Segmentation Storage SOP class (PS3.4 B.5).
-const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
 
 /// Which segments end up in the mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
