@@ -51,6 +51,14 @@ if [ -z "${ONCOHOOKS_SKIP_ORTHANC:-}" ]; then
   fi
 fi
 
+# --- Headless Chromium + Node (the review app's browser test) ---------------
+# Debian's chromium, driven over the DevTools protocol by tests/browser/*.mjs;
+# never a downloaded browser.
+if [ -z "${ONCOHOOKS_SKIP_BROWSER_TESTS:-}" ]; then
+  command -v chromium >/dev/null 2>&1 || apt_install chromium
+  command -v node >/dev/null 2>&1 || apt_install nodejs
+fi
+
 # --- Lint ---------------------------------------------------------------------
 if [ -z "${SKIP_LINT:-}" ]; then
   log "cargo fmt --check"

@@ -75,6 +75,14 @@ pub enum Command {
         aud: String,
         #[arg(long, default_value_t = 300)]
         lifetime_seconds: u64,
+        /// Sign a user *access token* with these scopes instead (space- or
+        /// comma-separated, repeatable), e.g. `--scope "audit.read
+        /// user/RiskAssessment.rs"`: for /fhir, /audit, /review, /dashboard.
+        #[arg(long)]
+        scope: Vec<String>,
+        /// The user (`sub`) of an access token.
+        #[arg(long, default_value = "dr-demo")]
+        user: String,
     },
     /// Compute pyradiomics-compatible features for an image and a mask.
     Radiomics {
@@ -194,7 +202,25 @@ pub fn run() -> anyhow::Result<()> {
         Command::DevToken {
             aud,
             lifetime_seconds,
+            scope,
+            user,
         } => {
+            if !scope.is_empty() {
+                let scopes: Vec<String> = scope
+                    .iter()
+                    .flat_map(|s| s.split([' ', ',']))
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                let token = crate::auth::dev_access_token(
+                    &settings.access,
+                    &user,
+                    &scopes,
+                    Duration::from_secs(lifetime_seconds),
+                )?;
+                println!("{token}");
+                return Ok(());
+            }
             if !settings.is_demo() {
                 bail!("dev-token is only available in the demo profile (auth.demo = true)");
             }

@@ -5,6 +5,7 @@
 //! Nothing below `http` knows about HTTP.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod cds;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod http;
 pub mod imaging;
 pub mod ml;
 pub mod radiomics;
+pub mod review;
 pub mod services;
 pub mod startup;
 pub mod store;

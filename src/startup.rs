@@ -11,7 +11,7 @@ use actix_web::{App, HttpServer, middleware, web};
 use anyhow::Context;
 use secrecy::ExposeSecret;
 
-use crate::auth::ClientVerifier;
+use crate::auth::{AccessVerifier, ClientVerifier};
 use crate::config::Settings;
 use crate::fhir::FhirClient;
 use crate::fhir::client::http_client;
@@ -87,6 +87,8 @@ impl Application {
         );
         let verifier = ClientVerifier::new(&settings.auth, http_client(Duration::from_secs(5)))
             .context("configuring CDS client authentication")?;
+        let access = AccessVerifier::new(&settings.access, http_client(Duration::from_secs(5)))
+            .context("configuring access tokens ([access])")?;
         let imaging = ImagingCache::new(store.clone(), &settings.imaging)
             .context("configuring imaging (imaging.dicomweb)")?;
         let engine = build_engine(&settings, Some(imaging))?;
@@ -111,6 +113,7 @@ impl Application {
             store,
             spool,
             verifier,
+            access,
             max_body_bytes: settings.server.max_body_bytes,
             public_base_url: settings.server.public_base_url.clone(),
         });

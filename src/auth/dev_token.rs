@@ -66,6 +66,54 @@ pub fn dev_token(
     jsonwebtoken::encode(&header, &claims, &key).map_err(|e| AuthError::Signing(e.to_string()))
 }
 
+/// Longest demo user token: a working session in the review app.
+pub const MAX_DEV_ACCESS_LIFETIME_SECONDS: u64 = 3600;
+
+/// Sign a demo *access token* for a user (`sub`) with `scopes`, as
+/// [`super::access::DEMO_USER_ISSUER`] for audience
+/// [`super::access::DEMO_AUDIENCE`]: what an OAuth server would issue to
+/// the review app or an informatics client. Refused unless `access.demo`.
+pub fn dev_access_token(
+    settings: &super::access::AccessSettings,
+    sub: &str,
+    scopes: &[String],
+    lifetime: Duration,
+) -> Result<String, AuthError> {
+    if !settings.demo {
+        return Err(AuthError::DemoDisabled);
+    }
+    let max = MAX_DEV_ACCESS_LIFETIME_SECONDS.min(settings.max_token_lifetime_seconds);
+    if lifetime < Duration::from_secs(1) || lifetime > Duration::from_secs(max) {
+        return Err(AuthError::DevTokenLifetime {
+            requested: lifetime.as_secs(),
+            max,
+        });
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| AuthError::Signing(format!("system clock before 1970: {e}")))?
+        .as_secs();
+    sign_demo(&json!({
+        "iss": super::access::DEMO_USER_ISSUER,
+        "sub": sub,
+        "aud": super::access::DEMO_AUDIENCE,
+        "iat": now,
+        "exp": now + lifetime.as_secs(),
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "scope": scopes.join(" "),
+    }))
+}
+
+/// Sign arbitrary claims with the demo key (tests build expired tokens
+/// with it).
+pub fn sign_demo(claims: &serde_json::Value) -> Result<String, AuthError> {
+    let mut header = Header::new(Algorithm::ES384);
+    header.kid = Some(DEMO_KID.to_owned());
+    let key = EncodingKey::from_ec_pem(DEMO_PRIVATE_KEY_PEM.as_bytes())
+        .map_err(|e| AuthError::Signing(format!("demo key: {e}")))?;
+    jsonwebtoken::encode(&header, claims, &key).map_err(|e| AuthError::Signing(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +168,48 @@ mod tests {
         // Fresh jti each time: a second token is not a replay.
         let second = dev_token(&settings, AUD, Duration::from_secs(120)).unwrap();
         assert!(verifier.verify(Some(&second), &[AUD]).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn demo_access_tokens_verify_with_their_scopes_and_expire() {
+        use crate::auth::access::{AccessSettings, AccessVerifier, DEMO_AUDIENCE};
+        let settings = AccessSettings {
+            demo: true,
+            audience: vec![DEMO_AUDIENCE.into()],
+            ..AccessSettings::default()
+        };
+        let v = AccessVerifier::new(&settings, reqwest::Client::new()).unwrap();
+        let scopes = vec![
+            "audit.read".to_string(),
+            "user/RiskAssessment.rs".to_string(),
+        ];
+        let t = dev_access_token(&settings, "dr-demo", &scopes, Duration::from_secs(60)).unwrap();
+        let p = v.verify(Some(&t)).await.unwrap();
+        assert_eq!(p.sub, "dr-demo");
+        assert_eq!(p.scopes, scopes);
+        // Reusable: access tokens are not single-use.
+        assert!(v.verify(Some(&t)).await.is_ok());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let expired = sign_demo(&json!({
+            "iss": crate::auth::access::DEMO_USER_ISSUER, "sub": "x", "aud": DEMO_AUDIENCE,
+            "iat": now - 600, "exp": now - 300, "scope": "audit.read"
+        }))
+        .unwrap();
+        let err = v.verify(Some(&expired)).await.unwrap_err();
+        assert_eq!(err.code(), "invalid_token");
+        assert!(err.to_string().contains("expired"), "{err}");
+        let wrong_aud = sign_demo(&json!({
+            "iss": crate::auth::access::DEMO_USER_ISSUER, "sub": "x", "aud": "other",
+            "iat": now, "exp": now + 60, "scope": "audit.read"
+        }))
+        .unwrap();
+        assert_eq!(v.verify(Some(&wrong_aud)).await.unwrap_err().status(), 401);
+        // A CDS client dev token is not an access token here.
+        let cds = dev_token(&demo_settings(), AUD, Duration::from_secs(60)).unwrap();
+        assert!(v.verify(Some(&cds)).await.is_err());
     }
 
     #[tokio::test]

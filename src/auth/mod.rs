@@ -24,6 +24,7 @@
 //!
 //! Any `Err` becomes a bare 401; log the error (it never contains the token).
 
+pub mod access;
 mod dev_token;
 mod error;
 mod jwks;
@@ -31,7 +32,8 @@ mod replay;
 mod settings;
 mod verifier;
 
-pub use dev_token::{DEMO_ISSUER, DEV_CLIENT_SUB, dev_token};
+pub use access::{AccessError, AccessSettings, AccessVerifier, Need, Principal};
+pub use dev_token::{DEMO_ISSUER, DEV_CLIENT_SUB, dev_access_token, dev_token, sign_demo};
 pub use error::AuthError;
 pub use settings::{AuthSettings, TrustedIssuer};
 pub use verifier::{CdsClient, ClientVerifier, VerifiedClient, bearer_token};

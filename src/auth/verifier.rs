@@ -326,7 +326,7 @@ pub fn bearer_token(authorization: &str) -> Result<&str, AuthError> {
     Ok(token)
 }
 
-fn inline_keys(iss: &str, jwks: &Value) -> Result<KeySet, AuthError> {
+pub(super) fn inline_keys(iss: &str, jwks: &Value) -> Result<KeySet, AuthError> {
     let source = format!("inline jwks of issuer {iss:?}");
     let (set, skipped) =
         KeySet::parse(jwks, &source).map_err(|e| AuthError::Config(e.to_string()))?;
@@ -348,7 +348,11 @@ fn inline_keys(iss: &str, jwks: &Value) -> Result<KeySet, AuthError> {
     Ok(set)
 }
 
-fn fit<'k>(key: &'k PublicKey, alg: Alg, kid: &str) -> Result<&'k DecodingKey, AuthError> {
+pub(super) fn fit<'k>(
+    key: &'k PublicKey,
+    alg: Alg,
+    kid: &str,
+) -> Result<&'k DecodingKey, AuthError> {
     key.for_alg(alg)
         .map_err(|reason| AuthError::KeyAlgorithmMismatch {
             kid: clip(kid),
@@ -357,7 +361,7 @@ fn fit<'k>(key: &'k PublicKey, alg: Alg, kid: &str) -> Result<&'k DecodingKey, A
         })
 }
 
-fn unix_now() -> i64 {
+pub(super) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -365,7 +369,7 @@ fn unix_now() -> i64 {
 }
 
 /// A compact JWS split into its parts; nothing verified yet.
-struct CompactJws<'t> {
+pub(super) struct CompactJws<'t> {
     signing_input: &'t str,
     header_b64: &'t str,
     payload_b64: &'t str,
@@ -373,21 +377,21 @@ struct CompactJws<'t> {
 }
 
 /// The header fields we act on.
-struct JoseHeader<'h> {
-    alg: Alg,
-    kid: &'h str,
-    jku: Option<&'h str>,
+pub(super) struct JoseHeader<'h> {
+    pub(super) alg: Alg,
+    pub(super) kid: &'h str,
+    pub(super) jku: Option<&'h str>,
 }
 
 /// The header as a JSON object; `checked()` gives the validated view.
-struct HeaderJson(Map<String, Value>);
+pub(super) struct HeaderJson(Map<String, Value>);
 
 /// The payload as a JSON object, read claim by claim so that errors name the
 /// claim without echoing its value.
-struct Claims(Map<String, Value>);
+pub(super) struct Claims(pub(super) Map<String, Value>);
 
 impl<'t> CompactJws<'t> {
-    fn parse(token: &'t str) -> Result<Self, AuthError> {
+    pub(super) fn parse(token: &'t str) -> Result<Self, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::TokenTooLarge {
                 len: token.len(),
@@ -415,15 +419,15 @@ impl<'t> CompactJws<'t> {
         })
     }
 
-    fn header(&self) -> Result<HeaderJson, AuthError> {
+    pub(super) fn header(&self) -> Result<HeaderJson, AuthError> {
         Ok(HeaderJson(decode_object(self.header_b64, "header")?))
     }
 
-    fn claims(&self) -> Result<Claims, AuthError> {
+    pub(super) fn claims(&self) -> Result<Claims, AuthError> {
         Ok(Claims(decode_object(self.payload_b64, "payload")?))
     }
 
-    fn verify_signature(&self, alg: Alg, key: &DecodingKey) -> Result<(), ()> {
+    pub(super) fn verify_signature(&self, alg: Alg, key: &DecodingKey) -> Result<(), ()> {
         match jsonwebtoken::crypto::verify(
             self.signature_b64,
             self.signing_input.as_bytes(),
@@ -460,7 +464,7 @@ impl HeaderJson {
     /// Header rules: CDS Hooks 2.0 §"Trusting CDS Clients" (alg, kid
     /// REQUIRED; typ fixed to JWT), §"JWT Signing Algorithm" (no `none`, no
     /// symmetric algorithms), RFC 7515 §4.1.11 (`crit` must be understood).
-    fn checked(&self) -> Result<JoseHeader<'_>, AuthError> {
+    pub(super) fn checked(&self) -> Result<JoseHeader<'_>, AuthError> {
         let alg_name = match self.0.get("alg") {
             Some(Value::String(s)) => s.as_str(),
             Some(_) => return Err(AuthError::Malformed("header alg is not a string".into())),
@@ -491,7 +495,7 @@ impl HeaderJson {
 }
 
 impl Claims {
-    fn string(&self, name: &'static str) -> Result<Option<&str>, AuthError> {
+    pub(super) fn string(&self, name: &'static str) -> Result<Option<&str>, AuthError> {
         match self.0.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -502,7 +506,7 @@ impl Claims {
     }
 
     /// A NumericDate; CDS Hooks 2.0 says integer seconds.
-    fn seconds(&self, name: &'static str) -> Result<Option<i64>, AuthError> {
+    pub(super) fn seconds(&self, name: &'static str) -> Result<Option<i64>, AuthError> {
         match self.0.get(name) {
             None => Ok(None),
             Some(value) => value.as_i64().map(Some).ok_or_else(|| {
@@ -512,7 +516,7 @@ impl Claims {
     }
 
     /// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
-    fn audience(&self) -> Result<Vec<&str>, AuthError> {
+    pub(super) fn audience(&self) -> Result<Vec<&str>, AuthError> {
         match self.0.get("aud") {
             None => Err(AuthError::MissingClaim("aud")),
             Some(Value::String(s)) => Ok(vec![s.as_str()]),

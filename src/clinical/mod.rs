@@ -37,6 +37,7 @@ pub mod notes;
 pub mod observations;
 pub mod provenance;
 pub mod timeline;
+pub mod trends;
 pub mod units;
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use crate::auth::AuthSettings;
+use crate::auth::access::AccessSettings;
 use crate::clinical::Cutoffs;
 use crate::imaging::dicomweb::DicomWebConfig;
 
@@ -35,6 +36,10 @@ pub struct Settings {
     pub fhir: FhirSettings,
     #[serde(default)]
     pub auth: AuthSettings,
+    /// Bearer tokens of people and systems reading our outputs (FHIR
+    /// RiskAssessment, audit API, review app): `src/auth/access.rs`.
+    #[serde(default)]
+    pub access: AccessSettings,
     #[serde(default)]
     pub clinical: Cutoffs,
     pub services: ServicesSettings,
@@ -261,6 +266,11 @@ impl Settings {
             if self.auth.demo {
                 return Err(ConfigError::Invalid(
                     "auth.demo must be false in the production profile".into(),
+                ));
+            }
+            if self.access.demo {
+                return Err(ConfigError::Invalid(
+                    "access.demo must be false in the production profile".into(),
                 ));
             }
             if !self.auth.required {

@@ -8,6 +8,7 @@
 //! Bundles are split entry by entry (see `record`).
 
 pub mod client;
+pub mod outputs;
 pub mod prefetch;
 pub mod record;
 

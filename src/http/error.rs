@@ -31,6 +31,10 @@ pub enum ApiError {
     },
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// A bearer access token was missing, invalid, expired (401) or lacks
+    /// the scope (403): RFC 6750 §3.1 codes, with a JSON body.
+    #[error("access refused: {0}")]
+    Access(#[from] crate::auth::AccessError),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -58,6 +62,9 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Access(e) => {
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED)
+            }
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -88,6 +95,16 @@ impl ResponseError for ApiError {
                 "reasons": reasons
             }),
             ApiError::Unavailable(m) => json!({"error": "unavailable", "message": m}),
+            ApiError::Access(e) => {
+                // RFC 6750 §3: the challenge names the error code; the body
+                // says it in words (never echoing the token).
+                return HttpResponse::build(status)
+                    .insert_header((
+                        actix_web::http::header::WWW_AUTHENTICATE,
+                        format!("Bearer realm=\"oncohooks\", error=\"{}\"", e.code()),
+                    ))
+                    .json(json!({"error": e.code(), "message": e.to_string()}));
+            }
             ApiError::Unexpected(e) => {
                 tracing::error!(error = ?e, "unexpected error");
                 json!({"error": "internal_error", "message": "unexpected server error; see the server log"})

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::body::read_json;
 use super::{ApiError, AppState};
 use crate::auth::{CdsClient, bearer_token};
+use crate::cds::card::Link;
 use crate::cds::{DiscoveryResponse, FeedbackRequest, HookRequest, card::json_rule_violations};
 use crate::services::{CdsService, HookError, HookOutcome};
 use crate::store::spool::{Persisted, persist_feedback, persist_hook};
@@ -113,9 +114,13 @@ pub async fn call_service(
         received_at,
         total_ms,
     };
+    let prediction_id = Uuid::new_v4();
     match result {
-        Ok(outcome) => {
-            let record = hook_record(&meta, Some(&outcome), 200, None);
+        Ok(mut outcome) => {
+            if outcome.evaluation.prediction.is_some() {
+                add_review_links(&mut outcome, &base, prediction_id);
+            }
+            let record = hook_record(&meta, Some(&outcome), prediction_id, 200, None);
             persist(&state, record).await;
             debug_assert!(
                 json_rule_violations(&serde_json::to_value(&outcome.response).unwrap()).is_empty()
@@ -139,7 +144,7 @@ pub async fn call_service(
                 HookError::BadRequest(_) => 400,
                 HookError::Service(_) => 500,
             };
-            let record = hook_record(&meta, None, status, Some(err.to_string()));
+            let record = hook_record(&meta, None, prediction_id, status, Some(err.to_string()));
             persist(&state, record).await;
             Err(err.into())
         }
@@ -154,9 +159,28 @@ struct Meta<'a> {
     total_ms: f64,
 }
 
+/// Every card about a stored prediction links to the review app (CDS Hooks
+/// 2.0 §Link): a `smart` link whose `appContext` names the prediction, and
+/// an `absolute` fallback for EHRs that do not launch SMART apps.
+fn add_review_links(outcome: &mut HookOutcome, base: &str, prediction_id: Uuid) {
+    let context = serde_json::json!({ "predictionId": prediction_id }).to_string();
+    for card in &mut outcome.response.cards {
+        card.links.push(Link::smart(
+            "Review this prediction (SMART app)",
+            &format!("{base}/review/launch"),
+            Some(context.clone()),
+        ));
+        card.links.push(Link::absolute(
+            "Review this prediction",
+            &format!("{base}/review/{prediction_id}"),
+        ));
+    }
+}
+
 fn hook_record(
     meta: &Meta<'_>,
     outcome: Option<&HookOutcome>,
+    prediction_id: Uuid,
     http_status: i32,
     error: Option<String>,
 ) -> HookRecord {
@@ -167,7 +191,7 @@ fn hook_record(
     let (prediction, cards) = match outcome {
         Some(o) => {
             let prediction = o.evaluation.prediction.as_ref().map(|p| PredictionRecord {
-                id: Uuid::new_v4(),
+                id: prediction_id,
                 invocation_id,
                 service_id: service_id.clone(),
                 patient_id: patient_id.clone(),

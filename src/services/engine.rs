@@ -61,6 +61,8 @@ pub struct HookOutcome {
     pub input_digest: String,
     pub index_date: NaiveDate,
     pub fhir_ms: f64,
+    /// Dated weight and lab series (`clinical::trends`), for the review app.
+    pub trends: Value,
 }
 
 impl HookOutcome {
@@ -72,6 +74,7 @@ impl HookOutcome {
             "features": self.evaluation.features,
             "sources": self.sources,
             "skipped": self.skipped,
+            "trends": self.trends,
         })
     }
 }
@@ -126,7 +129,14 @@ impl Engine {
                 public_base_url: self.public_base_url.as_deref().or(base_url),
             })
             .await?;
+        // Sub-millisecond on a typical record: the series are stored with
+        // the prediction so the review app can plot them later.
+        let trends = crate::clinical::trends::trends(&crate::clinical::Timeline::from_record(
+            &gathered.record,
+            index_date,
+        ));
         Ok(HookOutcome {
+            trends,
             response: CdsResponse {
                 cards: evaluation.cards.clone(),
             },

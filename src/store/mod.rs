@@ -12,6 +12,7 @@
 mod error;
 pub mod jobs;
 mod postgres;
+pub mod query;
 pub mod records;
 pub mod spool;
 mod sqlite;
@@ -27,6 +28,10 @@ use uuid::Uuid;
 pub use error::StoreError;
 pub use jobs::{Backoff, Enqueued, FailOutcome, Job, JobFailure, JobStatus, NewJob};
 pub use postgres::PgStore;
+pub use query::{
+    AuditEventFilter, AuditEventRecord, FeedbackFilter, OutcomeRecord, PredictionFilter,
+    PredictionRow,
+};
 pub use records::{
     CardRecord, FeedbackInsert, FeedbackRecord, HookRecord, InvocationRecord, PredictionRecord,
     StoredInvocation,
@@ -38,6 +43,8 @@ pub use spool::{
 pub use sqlite::SqliteStore;
 
 pub(crate) const POSTGRES: &str = "postgres";
+/// Rows in flight between a streaming query and its reader.
+const STREAM_BUFFER: usize = 64;
 pub(crate) const SQLITE: &str = "sqlite";
 
 /// Connection settings. `Default` fits a single server process.
@@ -230,6 +237,64 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<PredictionRecord>, StoreError> {
         dispatch!(self.recent_predictions(service_id, patient_id, limit))
+    }
+
+    // ------------------------------------------------------------ read side
+
+    /// Newest first; `limit`/`offset` page through the matches.
+    pub async fn search_predictions(
+        &self,
+        filter: &PredictionFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<PredictionRow>, StoreError> {
+        dispatch!(self.search_predictions(filter, limit, offset))
+    }
+
+    pub async fn count_predictions(&self, filter: &PredictionFilter) -> Result<i64, StoreError> {
+        dispatch!(self.count_predictions(filter))
+    }
+
+    pub async fn get_prediction(&self, id: Uuid) -> Result<Option<PredictionRow>, StoreError> {
+        dispatch!(self.get_prediction(id))
+    }
+
+    /// The matching predictions, oldest first, streamed from the database
+    /// with `fetch()` through a bounded channel: memory stays flat however
+    /// many rows match (the reader's pace limits the query's). A database
+    /// error ends the stream with one `Err`.
+    pub fn stream_predictions(
+        &self,
+        filter: PredictionFilter,
+    ) -> tokio::sync::mpsc::Receiver<Result<PredictionRow, StoreError>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        let store = self.clone();
+        tokio::spawn(async move {
+            match &store {
+                Store::Postgres(s) => s.stream_predictions(&filter, &tx).await,
+                Store::Sqlite(s) => s.stream_predictions(&filter, &tx).await,
+            }
+        });
+        rx
+    }
+
+    /// Append-only, like every audit table.
+    pub async fn record_audit_event(&self, event: &AuditEventRecord) -> Result<(), StoreError> {
+        dispatch!(self.record_audit_event(event))
+    }
+
+    /// Newest first, with the total number of matches.
+    pub async fn search_audit_events(
+        &self,
+        filter: &AuditEventFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<AuditEventRecord>, i64), StoreError> {
+        dispatch!(self.search_audit_events(filter, limit, offset))
+    }
+
+    pub async fn record_outcome(&self, outcome: &OutcomeRecord) -> Result<(), StoreError> {
+        dispatch!(self.record_outcome(outcome))
     }
 
     // ----------------------------------------------------------------- jobs

@@ -4,13 +4,20 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures_util::TryStreamExt;
 use serde_json::Value;
+use sqlx::postgres::PgArguments;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{Row, SqlSafeStr};
+use sqlx::{AssertSqlSafe, Postgres, Row, SqlSafeStr};
 use uuid::Uuid;
 
 use super::jobs::{Enqueued, FailOutcome, Job, JobStatus, NewJob};
+use super::query::{
+    Arg, Args, AuditEventFilter, AuditEventRecord, Dialect, OutcomeRecord, PredictionFilter,
+    PredictionRow,
+};
 use super::records::{
     CardRecord, FeedbackInsert, FeedbackRecord, HookRecord, InvocationRecord, PredictionRecord,
     StoredInvocation,
@@ -27,6 +34,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "jobs and imaging cache",
         include_str!("../../migrations/postgres/0002_jobs_and_imaging_cache.sql"),
+    ),
+    (
+        4,
+        "audit events",
+        include_str!("../../migrations/postgres/0004_audit_events.sql"),
+    ),
+    (
+        5,
+        "outcomes",
+        include_str!("../../migrations/postgres/0005_outcomes.sql"),
     ),
 ];
 
@@ -306,6 +323,154 @@ impl PgStore {
         .map(prediction_from_row)
         .collect::<Result<Vec<_>, _>>()
         .map_err(db("reading recent predictions"))
+    }
+
+    // ------------------------------------------------------------ read side
+
+    pub(crate) async fn search_predictions(
+        &self,
+        filter: &PredictionFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<PredictionRow>, StoreError> {
+        let mut args = Args::default();
+        let sql =
+            super::query::predictions_page_sql(Dialect::Postgres, filter, limit, offset, &mut args);
+        bind(sqlx::query(AssertSqlSafe(sql)), args.0)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("searching predictions"))?
+            .iter()
+            .map(prediction_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db("reading predictions"))
+    }
+
+    pub(crate) async fn count_predictions(
+        &self,
+        filter: &PredictionFilter,
+    ) -> Result<i64, StoreError> {
+        let mut args = Args::default();
+        let sql = super::query::predictions_count_sql(Dialect::Postgres, filter, &mut args);
+        let row = bind(sqlx::query(AssertSqlSafe(sql)), args.0)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("counting predictions"))?;
+        row.try_get::<i64, _>(0).map_err(db("counting predictions"))
+    }
+
+    pub(crate) async fn get_prediction(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<PredictionRow>, StoreError> {
+        let mut args = Args::default();
+        let base = super::query::predictions_sql(
+            Dialect::Postgres,
+            &PredictionFilter::default(),
+            &mut args,
+        );
+        let sql = format!("{base} WHERE id = $1");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading a prediction"))?
+            .map(|r| prediction_row(&r))
+            .transpose()
+            .map_err(db("reading a prediction"))
+    }
+
+    /// Streams the matching predictions, oldest first, into `tx` with
+    /// `fetch()` (rows are decoded one at a time; nothing is collected).
+    /// Stops early when the receiver is dropped.
+    pub(crate) async fn stream_predictions(
+        &self,
+        filter: &PredictionFilter,
+        tx: &tokio::sync::mpsc::Sender<Result<PredictionRow, StoreError>>,
+    ) {
+        let mut args = Args::default();
+        let sql = super::query::predictions_stream_sql(Dialect::Postgres, filter, &mut args);
+        let mut rows = bind(sqlx::query(AssertSqlSafe(sql)), args.0).fetch(&self.pool);
+        loop {
+            let item = match rows.try_next().await {
+                Ok(Some(r)) => prediction_row(&r).map_err(db("reading predictions")),
+                Ok(None) => return,
+                Err(e) => Err(db("streaming predictions")(e)),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    }
+
+    pub(crate) async fn record_audit_event(&self, e: &AuditEventRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_events (id, recorded_at, agent_iss, agent_sub, action, operation, \
+             path, patient_id, entity, resource) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+        )
+        .bind(e.id)
+        .bind(e.recorded_at)
+        .bind(&e.agent_iss)
+        .bind(&e.agent_sub)
+        .bind(&e.action)
+        .bind(&e.operation)
+        .bind(&e.path)
+        .bind(&e.patient_id)
+        .bind(&e.entity)
+        .bind(Json(&e.resource))
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(db("inserting an audit event"))
+    }
+
+    pub(crate) async fn search_audit_events(
+        &self,
+        filter: &AuditEventFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<AuditEventRecord>, i64), StoreError> {
+        let mut args = Args::default();
+        let cond = super::query::audit_events_where(filter, &mut args);
+        let count_sql = format!("SELECT count(*) FROM audit_events{cond}");
+        let total: i64 = bind(sqlx::query(AssertSqlSafe(count_sql)), args.0.clone())
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(db("counting audit events"))?;
+        let l = args.push(Arg::Int(limit.max(0)));
+        let o = args.push(Arg::Int(offset.max(0)));
+        let sql = format!(
+            "SELECT * FROM audit_events{cond} ORDER BY recorded_at DESC, id DESC LIMIT {l} OFFSET {o}"
+        );
+        let rows = bind(sqlx::query(AssertSqlSafe(sql)), args.0)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("searching audit events"))?
+            .iter()
+            .map(audit_event_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db("reading audit events"))?;
+        Ok((rows, total))
+    }
+
+    pub(crate) async fn record_outcome(&self, o: &OutcomeRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO outcomes (id, service_id, patient_id, label, observed_on, recorded_at, \
+             recorded_by) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+        )
+        .bind(o.id)
+        .bind(&o.service_id)
+        .bind(&o.patient_id)
+        .bind(o.label)
+        .bind(o.observed_on)
+        .bind(o.recorded_at)
+        .bind(&o.recorded_by)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(db("inserting an outcome"))
     }
 
     // ----------------------------------------------------------------- jobs
@@ -637,6 +802,46 @@ fn prediction_from_row(r: &PgRow) -> Result<PredictionRecord, sqlx::Error> {
         features: r.try_get::<Json<Value>, _>("features")?.0,
         result: r.try_get::<Json<Value>, _>("result")?.0,
         created_at: r.try_get("created_at")?,
+    })
+}
+
+fn bind(
+    mut q: Query<'static, Postgres, PgArguments>,
+    args: impl IntoIterator<Item = Arg>,
+) -> Query<'static, Postgres, PgArguments> {
+    for a in args {
+        q = match a {
+            Arg::Text(s) => q.bind(s),
+            Arg::Time(t) => q.bind(t),
+            Arg::Bool(b) => q.bind(b),
+            Arg::Int(i) => q.bind(i),
+        };
+    }
+    q
+}
+
+fn prediction_row(r: &PgRow) -> Result<PredictionRow, sqlx::Error> {
+    let reason: Option<String> = r.try_get("feedback_override_reason")?;
+    Ok(PredictionRow {
+        record: prediction_from_row(r)?,
+        feedback_outcome: r.try_get("feedback_outcome")?,
+        feedback_override_reason: reason.and_then(|s| serde_json::from_str(&s).ok()),
+        outcome_label: r.try_get("outcome_label")?,
+    })
+}
+
+fn audit_event_from_row(r: &PgRow) -> Result<AuditEventRecord, sqlx::Error> {
+    Ok(AuditEventRecord {
+        id: r.try_get("id")?,
+        recorded_at: r.try_get("recorded_at")?,
+        agent_iss: r.try_get("agent_iss")?,
+        agent_sub: r.try_get("agent_sub")?,
+        action: r.try_get("action")?,
+        operation: r.try_get("operation")?,
+        path: r.try_get("path")?,
+        patient_id: r.try_get("patient_id")?,
+        entity: r.try_get("entity")?,
+        resource: r.try_get::<Json<Value>, _>("resource")?.0,
     })
 }
 

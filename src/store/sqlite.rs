@@ -14,15 +14,22 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use serde_json::Value;
+use sqlx::query::Query;
+use sqlx::sqlite::SqliteArguments;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, SqlSafeStr};
+use sqlx::{AssertSqlSafe, Row, SqlSafeStr, Sqlite};
 use uuid::Uuid;
 
 use super::jobs::{Enqueued, FailOutcome, Job, JobStatus, NewJob};
+use super::query::{
+    Arg, Args, AuditEventFilter, AuditEventRecord, Dialect, OutcomeRecord, PredictionFilter,
+    PredictionRow,
+};
 use super::records::{
     CardRecord, FeedbackInsert, FeedbackRecord, HookRecord, InvocationRecord, PredictionRecord,
     StoredInvocation,
@@ -39,6 +46,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "jobs and imaging cache",
         include_str!("../../migrations/sqlite/0002_jobs_and_imaging_cache.sql"),
+    ),
+    (
+        4,
+        "audit events",
+        include_str!("../../migrations/sqlite/0004_audit_events.sql"),
+    ),
+    (
+        5,
+        "outcomes",
+        include_str!("../../migrations/sqlite/0005_outcomes.sql"),
     ),
 ];
 
@@ -342,6 +359,148 @@ impl SqliteStore {
         .iter()
         .map(prediction_from_row)
         .collect()
+    }
+
+    // ------------------------------------------------------------ read side
+
+    pub(crate) async fn search_predictions(
+        &self,
+        filter: &PredictionFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<PredictionRow>, StoreError> {
+        let mut args = Args::default();
+        let sql =
+            super::query::predictions_page_sql(Dialect::Sqlite, filter, limit, offset, &mut args);
+        bind(sqlx::query(AssertSqlSafe(sql)), args.0)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("searching predictions"))?
+            .iter()
+            .map(prediction_row)
+            .collect()
+    }
+
+    pub(crate) async fn count_predictions(
+        &self,
+        filter: &PredictionFilter,
+    ) -> Result<i64, StoreError> {
+        let mut args = Args::default();
+        let sql = super::query::predictions_count_sql(Dialect::Sqlite, filter, &mut args);
+        let row = bind(sqlx::query(AssertSqlSafe(sql)), args.0)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("counting predictions"))?;
+        row.try_get::<i64, _>(0).map_err(db("counting predictions"))
+    }
+
+    pub(crate) async fn get_prediction(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<PredictionRow>, StoreError> {
+        let mut args = Args::default();
+        let base =
+            super::query::predictions_sql(Dialect::Sqlite, &PredictionFilter::default(), &mut args);
+        let sql = format!("{base} WHERE id = $1");
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("reading a prediction"))?
+            .map(|r| prediction_row(&r))
+            .transpose()
+    }
+
+    /// See `PgStore::stream_predictions`.
+    pub(crate) async fn stream_predictions(
+        &self,
+        filter: &PredictionFilter,
+        tx: &tokio::sync::mpsc::Sender<Result<PredictionRow, StoreError>>,
+    ) {
+        let mut args = Args::default();
+        let sql = super::query::predictions_stream_sql(Dialect::Sqlite, filter, &mut args);
+        let mut rows = bind(sqlx::query(AssertSqlSafe(sql)), args.0).fetch(&self.pool);
+        loop {
+            let item = match rows.try_next().await {
+                Ok(Some(r)) => prediction_row(&r),
+                Ok(None) => return,
+                Err(e) => Err(db("streaming predictions")(e)),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    }
+
+    pub(crate) async fn record_audit_event(&self, e: &AuditEventRecord) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO audit_events (id, recorded_at, agent_iss, agent_sub, action, operation, \
+             path, patient_id, entity, resource) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+        )
+        .bind(e.id.to_string())
+        .bind(ts(e.recorded_at))
+        .bind(&e.agent_iss)
+        .bind(&e.agent_sub)
+        .bind(&e.action)
+        .bind(&e.operation)
+        .bind(&e.path)
+        .bind(&e.patient_id)
+        .bind(&e.entity)
+        .bind(json_text(&e.resource)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("inserting an audit event"))?;
+        tx.commit().await.map_err(db("committing an audit event"))
+    }
+
+    pub(crate) async fn search_audit_events(
+        &self,
+        filter: &AuditEventFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<AuditEventRecord>, i64), StoreError> {
+        let mut args = Args::default();
+        let cond = super::query::audit_events_where(filter, &mut args);
+        let count_sql = format!("SELECT count(*) FROM audit_events{cond}");
+        let total: i64 = bind(sqlx::query(AssertSqlSafe(count_sql)), args.0.clone())
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(db("counting audit events"))?;
+        let l = args.push(Arg::Int(limit.max(0)));
+        let o = args.push(Arg::Int(offset.max(0)));
+        let sql = format!(
+            "SELECT * FROM audit_events{cond} ORDER BY recorded_at DESC, id DESC LIMIT {l} OFFSET {o}"
+        );
+        let rows = bind(sqlx::query(AssertSqlSafe(sql)), args.0)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("searching audit events"))?
+            .iter()
+            .map(audit_event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((rows, total))
+    }
+
+    pub(crate) async fn record_outcome(&self, o: &OutcomeRecord) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO outcomes (id, service_id, patient_id, label, observed_on, recorded_at, \
+             recorded_by) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+        )
+        .bind(o.id.to_string())
+        .bind(&o.service_id)
+        .bind(&o.patient_id)
+        .bind(o.label)
+        .bind(o.observed_on.format("%Y-%m-%d").to_string())
+        .bind(ts(o.recorded_at))
+        .bind(&o.recorded_by)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("inserting an outcome"))?;
+        tx.commit().await.map_err(db("committing an outcome"))
     }
 
     // ----------------------------------------------------------------- jobs
@@ -817,6 +976,53 @@ fn prediction_from_row(row: &SqliteRow) -> Result<PredictionRecord, StoreError> 
         features: c.json("features")?,
         result: c.json("result")?,
         created_at: c.ts("created_at")?,
+    })
+}
+
+fn bind(
+    mut q: Query<'static, Sqlite, SqliteArguments>,
+    args: impl IntoIterator<Item = Arg>,
+) -> Query<'static, Sqlite, SqliteArguments> {
+    for a in args {
+        q = match a {
+            Arg::Text(s) => q.bind(s),
+            Arg::Time(t) => q.bind(ts(t)),
+            Arg::Bool(b) => q.bind(b),
+            Arg::Int(i) => q.bind(i),
+        };
+    }
+    q
+}
+
+fn prediction_row(row: &SqliteRow) -> Result<PredictionRow, StoreError> {
+    let c = Cols {
+        row,
+        table: "predictions",
+    };
+    Ok(PredictionRow {
+        record: prediction_from_row(row)?,
+        feedback_outcome: c.get("feedback_outcome")?,
+        feedback_override_reason: c.opt_json("feedback_override_reason")?,
+        outcome_label: c.get("outcome_label")?,
+    })
+}
+
+fn audit_event_from_row(row: &SqliteRow) -> Result<AuditEventRecord, StoreError> {
+    let c = Cols {
+        row,
+        table: "audit_events",
+    };
+    Ok(AuditEventRecord {
+        id: c.uuid("id")?,
+        recorded_at: c.ts("recorded_at")?,
+        agent_iss: c.get("agent_iss")?,
+        agent_sub: c.get("agent_sub")?,
+        action: c.get("action")?,
+        operation: c.get("operation")?,
+        path: c.get("path")?,
+        patient_id: c.get("patient_id")?,
+        entity: c.get("entity")?,
+        resource: c.json("resource")?,
     })
 }
 

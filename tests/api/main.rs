@@ -1,4 +1,5 @@
 //! Integration tests (one binary: `cargo test --test api`).
+mod audit_api;
 mod auth;
 mod feedback;
 mod fhir_double;
@@ -6,7 +7,9 @@ mod helpers;
 mod hooks;
 mod imaging_jobs;
 mod jobs;
+mod outputs;
 mod persistence;
+mod review_browser;
 mod robustness;
 mod store_story;
 mod support;
