@@ -131,7 +131,9 @@ pub fn line_chart(id: &str, title: &str, unit: &str, points: &[(NaiveDate, f64)]
 
 /// Bars with labels (class `bar`, `data-value`).
 pub fn bar_chart(id: &str, title: &str, bars: &[(String, f64)]) -> String {
-    let hi = bars.iter().map(|b| b.1).fold(0.0_f64, f64::max).max(1e-9);
+    // All-zero bars (a review rate of 0 %) still get a readable 0..1 axis.
+    let hi = bars.iter().map(|b| b.1).fold(0.0_f64, f64::max);
+    let hi = if hi > 0.0 { hi } else { 1.0 };
     let n = bars.len().max(1) as f64;
     let slot = (W - L - R) / n;
     let mut body = y_axis(0.0, hi);
