@@ -1,6 +1,7 @@
 //! The command line: `serve`, `worker`, `migrate`, `score`, `dev-token`,
 //! `radiomics`, `synth`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +76,10 @@ pub enum Command {
         aud: String,
         #[arg(long, default_value_t = 300)]
         lifetime_seconds: u64,
+        /// Print this many tokens, one per line, each with its own `jti`
+        /// (load tests: the server refuses a replayed `jti`).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        count: u32,
         /// Sign a user *access token* with these scopes instead (space- or
         /// comma-separated, repeatable), e.g. `--scope "audit.read
         /// user/RiskAssessment.rs"`: for /fhir, /audit, /review, /dashboard.
@@ -202,6 +207,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::DevToken {
             aud,
             lifetime_seconds,
+            count,
             scope,
             user,
         } => {
@@ -212,24 +218,32 @@ pub fn run() -> anyhow::Result<()> {
                     .filter(|s| !s.is_empty())
                     .map(str::to_owned)
                     .collect();
-                let token = crate::auth::dev_access_token(
-                    &settings.access,
-                    &user,
-                    &scopes,
-                    Duration::from_secs(lifetime_seconds),
-                )?;
-                println!("{token}");
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                for _ in 0..count {
+                    let token = crate::auth::dev_access_token(
+                        &settings.access,
+                        &user,
+                        &scopes,
+                        Duration::from_secs(lifetime_seconds),
+                    )?;
+                    writeln!(out, "{token}")?;
+                }
+                out.flush()?;
                 return Ok(());
             }
             if !settings.is_demo() {
                 bail!("dev-token is only available in the demo profile (auth.demo = true)");
             }
-            let token = crate::auth::dev_token(
-                &settings.auth,
-                &aud,
-                Duration::from_secs(lifetime_seconds),
-            )?;
-            println!("{token}");
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for _ in 0..count {
+                let token = crate::auth::dev_token(
+                    &settings.auth,
+                    &aud,
+                    Duration::from_secs(lifetime_seconds),
+                )?;
+                writeln!(out, "{token}")?;
+            }
+            out.flush()?;
             Ok(())
         }
         Command::Radiomics {

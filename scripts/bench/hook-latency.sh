@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Load test of POST /cds-services/cachexia-risk: release build, wrk, every
+# request a distinct hook call (own hookInstance, own JWT) with full prefetch.
+# Recorded in docs/benchmarks.md ("CDS hook latency").
+#
+#   scripts/bench/hook-latency.sh [--backend postgres|sqlite] [--connections 32]
+#                                 [--threads 2] [--duration 30s] [--body FILE]
+#
+# PostgreSQL: a fresh database on $ONCOHOOKS_TEST_PG_URL (default
+# postgres://postgres@127.0.0.1:5432/postgres), dropped afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+BACKEND=postgres CONNS=32 THREADS=2 DURATION=30s WARMUP=5s
+BODY=fixtures/hooks/cachexia-full.json
+TOKENS="${TOKENS:-60000}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --backend) BACKEND="$2"; shift 2 ;;
+    --connections) CONNS="$2"; shift 2 ;;
+    --threads) THREADS="$2"; shift 2 ;;
+    --duration) DURATION="$2"; shift 2 ;;
+    --body) BODY="$2"; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oncohooks/target}"
+cargo build --release --locked --bin oncohooks
+BIN="$CARGO_TARGET_DIR/release/oncohooks"
+
+work=$(mktemp -d)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PG_URL="${ONCOHOOKS_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+db=""
+server=""
+cleanup() {
+  [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null || true
+  [ -n "$db" ] && psql "$PG_URL" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+case "$BACKEND" in
+  postgres)
+    db="oncohooks_bench_$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"
+    psql "$PG_URL" -qc "CREATE DATABASE $db" >/dev/null
+    DB_URL="${PG_URL%/*}/$db" ;;
+  sqlite) DB_URL="sqlite://$work/bench.db" ;;
+  *) echo "--backend postgres|sqlite" >&2; exit 2 ;;
+esac
+
+export ONCOHOOKS__DATABASE__SPOOL_DIR="$work/spool"
+export ONCOHOOKS__LOGGING__LEVEL=warn
+export ONCOHOOKS__IMAGING__WORKERS_IN_SERVE=0
+"$BIN" serve --bind "127.0.0.1:$PORT" --database-url "$DB_URL" 2>"$work/server.log" &
+server=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null || { cat "$work/server.log" >&2; exit 1; }
+
+URL="http://127.0.0.1:$PORT/cds-services/cachexia-risk"
+# The JWT `aud` is this URL (derived from the Host header in the demo profile).
+"$BIN" dev-token --aud "$URL" --count 2000 >"$work/warmup-tokens"
+"$BIN" dev-token --aud "$URL" --count "$TOKENS" >"$work/tokens"
+
+# Sanity: one request answers 200 with a card.
+curl -fsS -H "Authorization: Bearer $(head -1 "$work/warmup-tokens")" \
+  -H 'Content-Type: application/json' --data-binary @<(sed 's/"hookInstance": *"[^"]*"/"hookInstance": "11111111-2222-4333-8444-555555555555"/' "$BODY") \
+  "$URL" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["cards"], d; print("sanity: %d card(s)" % len(d["cards"]))'
+sed -i 1d "$work/warmup-tokens"
+
+export BENCH_BODY="$BODY" BENCH_THREADS="$THREADS"
+echo "== warm-up ($WARMUP)"
+BENCH_TOKENS="$work/warmup-tokens" wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -s scripts/bench/hook.lua "$URL" | tail -2
+echo "== measured: $CONNS connections, $THREADS wrk threads, $DURATION, backend $BACKEND"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+BENCH_TOKENS="$work/tokens" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s scripts/bench/hook.lua "$URL"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "server RSS: $(ps -o rss= -p "$server" | awk '{printf "%.1f MiB", $1/1024}')"
+if [ "$BACKEND" = postgres ]; then
+  echo "stored invocations: $(psql "${PG_URL%/*}/$db" -Atc 'select count(*) from invocations' 2>/dev/null || echo '?')"
+fi
+grep -ciE 'error|panic' "$work/server.log" | xargs -I{} echo "server log error lines: {}"
