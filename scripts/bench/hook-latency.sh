@@ -84,4 +84,5 @@ echo "server RSS: $(ps -o rss= -p "$server" | awk '{printf "%.1f MiB", $1/1024}'
 if [ "$BACKEND" = postgres ]; then
   echo "stored invocations: $(psql "${PG_URL%/*}/$db" -Atc 'select count(*) from invocations' 2>/dev/null || echo '?')"
 fi
-grep -ciE 'error|panic' "$work/server.log" | xargs -I{} echo "server log error lines: {}"
+echo "server log WARN/ERROR lines: $(grep -cE 'WARN|ERROR|panic' "$work/server.log" || true)"
+grep -E 'WARN|ERROR|panic' "$work/server.log" | cut -c1-300 | sort | uniq -c | sort -rn | head -5 || true
