@@ -6,6 +6,7 @@ mod helpers;
 mod hooks;
 mod imaging_jobs;
 mod jobs;
+mod note_embeddings;
 mod persistence;
 mod robustness;
 mod store_story;
