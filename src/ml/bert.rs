@@ -412,6 +412,10 @@ impl BertModel {
 /// Row-wise L2 normalisation (sentence-transformers `Normalize`:
 /// `torch.nn.functional.normalize(x, p=2, dim=1)`, eps 1e-12).
 pub fn l2_normalize(xs: &Tensor) -> Result<Tensor> {
-    let norm = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
+    let norm = xs
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12f32, f32::MAX)?;
     xs.broadcast_div(&norm)
 }

@@ -374,7 +374,10 @@ impl TextEncoder {
             .tokenizer
             .encode_batch_fast(texts.to_vec(), false)
             .map_err(MlError::Tokenize)?;
-        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
     }
 
     /// `[CLS] pieces [SEP]`, as BERT's single-sentence template.
