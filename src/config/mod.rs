@@ -48,6 +48,28 @@ pub struct Settings {
     pub scoring: ScoringSettings,
     #[serde(default)]
     pub imaging: ImagingSettings,
+    #[serde(default)]
+    pub models: ModelsSettings,
+}
+
+/// `[models]`: where model files live (see `docs/models.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ModelsSettings {
+    /// all-MiniLM-L6-v2 folder (`scripts/setup-models.sh`); relative paths
+    /// are relative to the working directory.
+    pub text_encoder_dir: PathBuf,
+    /// Threads of the text encoder's own inference pool.
+    pub text_encoder_threads: usize,
+}
+
+impl Default for ModelsSettings {
+    fn default() -> Self {
+        Self {
+            text_encoder_dir: crate::ml::text_encoder::default_dir(),
+            text_encoder_threads: 2,
+        }
+    }
 }
 
 /// `[imaging]`: the CT job queue's workers and the PACS they read from.
@@ -313,6 +335,11 @@ impl Settings {
         {
             tracing::warn!("production profile allows loopback DICOMweb servers");
         }
+        if self.models.text_encoder_threads == 0 {
+            return Err(ConfigError::Invalid(
+                "models.text_encoder_threads must be at least 1".into(),
+            ));
+        }
         if self.server.hook_deadline_ms == 0 {
             return Err(ConfigError::Invalid(
                 "server.hook_deadline_ms must be > 0".into(),
@@ -390,6 +417,11 @@ mod tests {
         assert!(s.is_demo());
         assert_eq!(s.server.hook_deadline_ms, 3000);
         assert!(s.database.url.expose_secret().starts_with("sqlite://"));
+        assert_eq!(
+            s.models.text_encoder_dir,
+            Path::new("models/all-MiniLM-L6-v2")
+        );
+        assert_eq!(s.models.text_encoder_threads, 2);
     }
 
     #[test]

@@ -1,1 +1,20 @@
-//! TODO
+//! Models run in-process with candle (CPU). Model files are shaped like
+//! candle-transformers (`Config`, `load(vb, &cfg)`, `forward`).
+//!
+//! - [`text_encoder`]: all-MiniLM-L6-v2 sentence embeddings of clinical
+//!   notes (chunked, pooled per patient), weights unpacked by
+//!   `scripts/setup-models.sh` into `models/` — see `docs/models.md`.
+//! - [`bert`]: the BERT encoder it runs, on packed (unpadded) batches.
+//!
+//! Inference is blocking CPU work: callers run it in
+//! `tokio::task::spawn_blocking` or a dedicated thread, never on an async
+//! worker.
+
+pub mod bert;
+mod error;
+pub mod text_encoder;
+
+pub use error::MlError;
+pub use text_encoder::{
+    TextEncoder, TextEncoderOptions, chunk_windows, note_digest, pool_embeddings,
+};

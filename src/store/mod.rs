@@ -1,6 +1,7 @@
 //! Persistence: audit records (invocations, predictions, cards, feedback),
 //! the local spool that keeps them while the database is away, the imaging
-//! job queue and the imaging result cache. See `docs/storage.md`.
+//! job queue, the imaging result cache and the note-embedding cache. See
+//! `docs/storage.md`.
 //!
 //! Two typed sqlx backends behind one [`Store`]: PostgreSQL for production
 //! (several replicas share it) and SQLite as the embedded default. sqlx's
@@ -9,6 +10,7 @@
 //! binary so it runs from any working directory. The same "story" tests
 //! (`tests/api/store_story.rs`, `tests/api/jobs.rs`) run against both.
 
+pub mod embeddings;
 mod error;
 pub mod jobs;
 mod postgres;
@@ -18,6 +20,7 @@ pub mod spool;
 mod sqlite;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -25,6 +28,7 @@ use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use uuid::Uuid;
 
+pub use embeddings::NoteEmbedding;
 pub use error::StoreError;
 pub use jobs::{Backoff, Enqueued, FailOutcome, Job, JobFailure, JobStatus, NewJob};
 pub use postgres::PgStore;
@@ -389,6 +393,42 @@ impl Store {
         kind: &str,
     ) -> Result<Option<Value>, StoreError> {
         dispatch!(self.get_imaging_result(series_uid, pipeline_version, kind))
+    }
+
+    // ------------------------------------------------- note-embedding cache
+
+    /// Cached vectors of `encoder` (`ml::TextEncoder::identity`) for the
+    /// given note digests (`ml::note_digest`), keyed by digest; digests not
+    /// cached are absent from the map. Malformed digests simply miss.
+    pub async fn get_note_embeddings(
+        &self,
+        encoder: &str,
+        digests: &[String],
+    ) -> Result<HashMap<String, Vec<f32>>, StoreError> {
+        let digests: Vec<String> = digests
+            .iter()
+            .filter(|d| embeddings::is_digest(d))
+            .cloned()
+            .collect();
+        if digests.is_empty() {
+            return Ok(HashMap::new());
+        }
+        dispatch!(self.get_note_embeddings(encoder, &digests))
+    }
+
+    /// Caches vectors in one transaction. A key already cached keeps its
+    /// vector (the same encoder on the same text gives the same vector, so
+    /// concurrent replicas racing on a note are harmless).
+    pub async fn put_note_embeddings(
+        &self,
+        encoder: &str,
+        items: &[NoteEmbedding],
+    ) -> Result<(), StoreError> {
+        embeddings::validate(encoder, items)?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self.put_note_embeddings(encoder, items))
     }
 
     /// Runs one SQL statement as is; for tests and maintenance only (the

@@ -1,6 +1,7 @@
 //! PostgreSQL backend (production): JSONB, `timestamptz`, `FOR UPDATE SKIP
 //! LOCKED` for the job queue. Migrations: `migrations/postgres/`.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Postgres, Row, SqlSafeStr};
 use uuid::Uuid;
 
+use super::embeddings::{self, NoteEmbedding};
 use super::jobs::{Enqueued, FailOutcome, Job, JobStatus, NewJob};
 use super::query::{
     Arg, Args, AuditEventFilter, AuditEventRecord, Dialect, OutcomeRecord, PredictionFilter,
@@ -34,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "jobs and imaging cache",
         include_str!("../../migrations/postgres/0002_jobs_and_imaging_cache.sql"),
+    ),
+    (
+        3,
+        "note embeddings",
+        include_str!("../../migrations/postgres/0003_note_embeddings.sql"),
     ),
     (
         4,
@@ -740,6 +747,49 @@ impl PgStore {
         .await
         .map_err(db("reading an imaging result"))?;
         Ok(v.map(|j| j.0))
+    }
+
+    pub(crate) async fn get_note_embeddings(
+        &self,
+        encoder: &str,
+        digests: &[String],
+    ) -> Result<HashMap<String, Vec<f32>>, StoreError> {
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT text_sha256, embedding FROM note_embeddings \
+             WHERE encoder = $1 AND text_sha256 = ANY($2)",
+        )
+        .bind(encoder)
+        .bind(digests)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading note embeddings"))?;
+        rows.into_iter()
+            .map(|(d, b)| Ok((d, embeddings::from_bytes(&b)?)))
+            .collect()
+    }
+
+    pub(crate) async fn put_note_embeddings(
+        &self,
+        encoder: &str,
+        items: &[NoteEmbedding],
+    ) -> Result<(), StoreError> {
+        // One statement for the whole batch: arrays unnested row by row.
+        let digests: Vec<&str> = items.iter().map(|i| i.text_sha256.as_str()).collect();
+        let dims: Vec<i32> = items.iter().map(|i| i.vector.len() as i32).collect();
+        let blobs: Vec<Vec<u8>> = items.iter().map(|i| embeddings::to_bytes(&i.vector)).collect();
+        sqlx::query(
+            "INSERT INTO note_embeddings (encoder, text_sha256, dim, embedding, created_at) \
+             SELECT $1, d, n, e, now() FROM UNNEST($2::text[], $3::integer[], $4::bytea[]) AS t(d, n, e) \
+             ON CONFLICT (encoder, text_sha256) DO NOTHING",
+        )
+        .bind(encoder)
+        .bind(&digests)
+        .bind(&dims)
+        .bind(&blobs)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(db("caching note embeddings"))
     }
 
     /// Runs one statement, for tests and maintenance (e.g. proving that the

@@ -9,6 +9,7 @@
 //! job queue compares them in SQL). Times come from this process's clock:
 //! a SQLite file has one host.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr, Sqlite};
 use uuid::Uuid;
 
+use super::embeddings::{self, NoteEmbedding};
 use super::jobs::{Enqueued, FailOutcome, Job, JobStatus, NewJob};
 use super::query::{
     Arg, Args, AuditEventFilter, AuditEventRecord, Dialect, OutcomeRecord, PredictionFilter,
@@ -46,6 +48,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "jobs and imaging cache",
         include_str!("../../migrations/sqlite/0002_jobs_and_imaging_cache.sql"),
+    ),
+    (
+        3,
+        "note embeddings",
+        include_str!("../../migrations/sqlite/0003_note_embeddings.sql"),
     ),
     (
         4,
@@ -786,6 +793,54 @@ impl SqliteStore {
         .map_err(db("reading an imaging result"))?;
         v.map(|s| parse_json("imaging_results", "result", &s))
             .transpose()
+    }
+
+    pub(crate) async fn get_note_embeddings(
+        &self,
+        encoder: &str,
+        digests: &[String],
+    ) -> Result<HashMap<String, Vec<f32>>, StoreError> {
+        // SQLite has no array binds: the digests travel as one JSON array.
+        let keys = serde_json::to_string(digests).map_err(|e| {
+            StoreError::InvalidRecord(format!("note digests as JSON: {e}"))
+        })?;
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT text_sha256, embedding FROM note_embeddings \
+             WHERE encoder = $1 AND text_sha256 IN (SELECT value FROM json_each($2))",
+        )
+        .bind(encoder)
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("reading note embeddings"))?;
+        rows.into_iter()
+            .map(|(d, b)| Ok((d, embeddings::from_bytes(&b)?)))
+            .collect()
+    }
+
+    pub(crate) async fn put_note_embeddings(
+        &self,
+        encoder: &str,
+        items: &[NoteEmbedding],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let now = ts(Utc::now());
+        for it in items {
+            sqlx::query(
+                "INSERT INTO note_embeddings (encoder, text_sha256, dim, embedding, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (encoder, text_sha256) DO NOTHING",
+            )
+            .bind(encoder)
+            .bind(&it.text_sha256)
+            .bind(it.vector.len() as i64)
+            .bind(embeddings::to_bytes(&it.vector))
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("caching note embeddings"))?;
+        }
+        tx.commit().await.map_err(db("committing note embeddings"))
     }
 
     /// Runs one statement, for tests and maintenance (e.g. proving that the

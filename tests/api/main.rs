@@ -7,6 +7,7 @@ mod helpers;
 mod hooks;
 mod imaging_jobs;
 mod jobs;
+mod note_embeddings;
 mod outputs;
 mod persistence;
 mod review_browser;
