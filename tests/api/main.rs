@@ -1,5 +1,6 @@
 //! Integration tests (one binary: `cargo test --test api`).
 mod auth;
+mod cachexia_model;
 mod feedback;
 mod fhir_double;
 mod helpers;
