@@ -302,10 +302,15 @@ fn factor_label(name: &str) -> String {
         "log_weights_12m" | "weights_12m" => "number of weights in 12 months".into(),
         "smi_below_fearon_cutoff" => "L3 SMI below the sarcopenia cut-off".into(),
         "nlr" => "NLR".into(),
+        "l3_smi" => "L3 SMI".into(),
+        "l3_sma" => "L3 muscle area".into(),
+        "l3_muscle_hu" => "L3 muscle attenuation".into(),
+        "l3_vat" => "L3 visceral fat".into(),
+        "l3_sat" => "L3 subcutaneous fat".into(),
         "crp" => "CRP".into(),
         "bmi" => "BMI".into(),
         "ecog" => "ECOG".into(),
-        other => other.replace('_', " ").replace("l3 ", "L3 "),
+        other => other.replace('_', " "),
     }
 }
 

@@ -74,8 +74,8 @@ async fn full_record_gets_the_model_risk_beside_the_classic_indices() {
     ] {
         assert!(d.contains(needle), "missing `{needle}` in\n{d}");
     }
-    // The record has a note, and the shipped model says why it is unused.
-    assert!(d.contains("clinical notes (1 on record, not used"), "{d}");
+    // The record has notes, and the shipped model says why they are unused.
+    assert!(d.contains(" on record, not used: "), "{d}");
     assert_eq!(app.db.count("predictions").await, 1);
     app.cleanup().await;
 }

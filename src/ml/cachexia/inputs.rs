@@ -258,7 +258,9 @@ impl RawInputs {
             .max();
         let labs = vec![
             val(Analyte::Albumin),
-            ln(val(Analyte::Crp).max(0.1)),
+            // CRP below the assay's limit is written censored; 0.1 mg/L
+            // floors the log. (`f64::max` would turn a missing NaN into 0.1.)
+            ln_floored(val(Analyte::Crp), 0.1),
             ln(val(Analyte::Neutrophils)),
             ln(val(Analyte::Lymphocytes)),
             val(Analyte::Hemoglobin),
@@ -307,6 +309,14 @@ impl RawInputs {
             notes: notes.filter(|v| v.len() == NOTES_DIM && v.iter().all(|x| x.is_finite())),
             note_count: t.notes.len(),
         }
+    }
+}
+
+fn ln_floored(x: f64, floor: f64) -> f64 {
+    if x.is_finite() {
+        x.max(floor).ln()
+    } else {
+        f64::NAN
     }
 }
 

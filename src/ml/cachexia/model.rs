@@ -96,13 +96,16 @@ impl Attention {
             .forward(x)?
             .reshape((b, t, 3, self.n_heads, self.head_dim))?
             .permute((2, 0, 3, 1, 4))?; // (3, B, H, T, hd)
-        let q = qkv.get(0)?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
+        let q = qkv.get(0)?;
+        let k = qkv.get(1)?;
+        let v = qkv.get(2)?;
+        // Six tokens: broadcast products instead of a batched matmul, which
+        // candle's CPU backend runs as one small GEMM per (batch, head) and
+        // which made training ~10× slower here.
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let att = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+        let att = (q.unsqueeze(3)?.broadcast_mul(&k.unsqueeze(2)?)?.sum(D::Minus1)? * scale)?; // (B, H, T, T)
         let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&v)?; // (B, H, T, hd)
+        let y = att.unsqueeze(4)?.broadcast_mul(&v.unsqueeze(2)?)?.sum(3)?; // (B, H, T, hd)
         let y = y.transpose(1, 2)?.contiguous()?.reshape((b, t, d))?;
         self.out.forward(&y)
     }

@@ -271,3 +271,34 @@ fn a_model_folder_with_a_wrong_format_is_rejected_with_the_reason() {
     let err = CachexiaEnsemble::load(dir.path()).err().unwrap().to_string();
     assert!(err.contains("format 99"), "{err}");
 }
+
+/// A hook fixture's prefetch as a timeline (index date of the API tests).
+fn fixture_timeline(rel: &str) -> crate::clinical::Timeline {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel);
+    let hook: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut record = crate::fhir::PatientRecord::default();
+    for (key, v) in hook["prefetch"].as_object().unwrap() {
+        match v["entry"].as_array() {
+            Some(entries) => {
+                for (i, e) in entries.iter().enumerate() {
+                    record.add_resource(&format!("{key}[{i}]"), e["resource"].clone());
+                }
+            }
+            None if v.is_object() => record.add_resource(key, v.clone()),
+            None => {}
+        }
+    }
+    crate::clinical::Timeline::from_record(&record, "2026-11-20".parse().unwrap())
+}
+
+#[test]
+fn inputs_from_a_demographics_only_record_have_only_the_clinical_modality() {
+    let raw = RawInputs::from_timeline(&fixture_timeline("hooks/demographics-only.json"), None);
+    assert_eq!(raw.present(), [true, false, false, false, false]);
+    let full = RawInputs::from_timeline(&fixture_timeline("hooks/cachexia-full.json"), None);
+    assert_eq!(full.present(), [true, true, true, true, false]);
+    // CRP 24 mg/L is read on the log scale; a missing CRP stays missing.
+    assert!((full.continuous[1][1] - 24f64.ln()).abs() < 1e-9);
+    assert!(raw.continuous[1][1].is_nan());
+}
