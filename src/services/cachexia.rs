@@ -138,12 +138,7 @@ impl CdsService for CachexiaService {
 
     fn model_version(&self) -> String {
         match &self.model {
-            Some(m) => format!(
-                "{}/{};{MODEL_ID}/{}",
-                m.meta.id,
-                m.version(),
-                self.version
-            ),
+            Some(m) => format!("{}/{};{MODEL_ID}/{}", m.meta.id, m.version(), self.version),
             None => format!("{MODEL_ID}/{}", self.version),
         }
     }
@@ -203,7 +198,8 @@ impl CdsService for CachexiaService {
             }),
             None => {
                 let mut v = classic_model;
-                v["note"] = json!("Risk derived from the classic indices; no multimodal model is loaded.");
+                v["note"] =
+                    json!("Risk derived from the classic indices; no multimodal model is loaded.");
                 v
             }
         };
@@ -247,7 +243,15 @@ impl CdsService for CachexiaService {
         // The service is for adults with cancer: no active cancer, no card
         // (CDS Hooks: an empty `cards` array means nothing to say).
         let cards = if applicable {
-            vec![self.card(&input, &timeline, &assessment, &risk, &features, &ct, ml.as_ref())]
+            vec![self.card(
+                &input,
+                &timeline,
+                &assessment,
+                &risk,
+                &features,
+                &ct,
+                ml.as_ref(),
+            )]
         } else {
             Vec::new()
         };
@@ -397,15 +401,21 @@ impl CachexiaService {
                         _ if self.notes.is_none() => "no text encoder is configured",
                         _ => "the notes could not be embedded",
                     };
-                    format!("{} ({} on record, not used: {why})", m.label(), t.notes.len())
+                    format!(
+                        "{} ({} on record, not used: {why})",
+                        m.label(),
+                        t.notes.len()
+                    )
                 } else {
                     m.label().to_owned()
                 }
             })
             .collect();
-        missing.extend(p.modalities_not_used.iter().map(|m| {
-            format!("{} (on record, not used by this model version)", m.label())
-        }));
+        missing.extend(
+            p.modalities_not_used
+                .iter()
+                .map(|m| format!("{} (on record, not used by this model version)", m.label())),
+        );
         if !missing.is_empty() {
             let _ = writeln!(
                 md,
@@ -482,6 +492,8 @@ impl CachexiaService {
         findings
     }
 
+    // One argument per piece of the card; bundling them would only move the list.
+    #[allow(clippy::too_many_arguments)]
     fn card(
         &self,
         input: &ServiceInput<'_>,
@@ -551,9 +563,16 @@ impl CachexiaService {
 
         let mut b = CardBuilder::new(&summary, indicator, source)
             .detail(
-                ml.map(|p| self.model_detail(p, t))
-                    .unwrap_or_default()
-                    + &detail(t, a, risk, features, ct, &input.gathered.sources, ml.is_some()),
+                ml.map(|p| self.model_detail(p, t)).unwrap_or_default()
+                    + &detail(
+                        t,
+                        a,
+                        risk,
+                        features,
+                        ct,
+                        &input.gathered.sources,
+                        ml.is_some(),
+                    ),
             )
             .override_reason(Coding::new(
                 Some(OVERRIDE_SYSTEM),

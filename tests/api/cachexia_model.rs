@@ -57,10 +57,18 @@ async fn full_record_gets_the_model_risk_beside_the_classic_indices() {
     let app = spawn_app().await;
     let c = model_card(&app, "hooks/cachexia-full.json").await;
     assert!(c.summary.chars().count() <= 140, "{}", c.summary);
-    assert!(c.summary.contains("within 6 months (model"), "{}", c.summary);
+    assert!(
+        c.summary.contains("within 6 months (model"),
+        "{}",
+        c.summary
+    );
     assert!(c.label.contains("trained on synthetic data"), "{}", c.label);
     assert!(c.label.contains("classic indices"), "{}", c.label);
-    assert!(c.model_version.starts_with("cachexia-fusion/"), "{}", c.model_version);
+    assert!(
+        c.model_version.starts_with("cachexia-fusion/"),
+        "{}",
+        c.model_version
+    );
     let d = &c.detail;
     for needle in [
         "**Model: risk of cachexia",
@@ -116,7 +124,11 @@ async fn without_a_model_folder_the_classic_card_still_works() {
     let app = spawn_app_with(Backend::Sqlite, move |s| s.services.dir = dir).await;
     let c = model_card(&app, "hooks/cachexia-full.json").await;
     assert!(c.label.contains("no ML model"), "{}", c.label);
-    assert!(c.detail.contains("No multimodal model is loaded"), "{}", c.detail);
+    assert!(
+        c.detail.contains("No multimodal model is loaded"),
+        "{}",
+        c.detail
+    );
     assert!(c.detail.contains("Fearon 2011 | cachexia"));
     assert!(c.model_version.starts_with("cachexia-classic-indices/"));
     app.cleanup().await;

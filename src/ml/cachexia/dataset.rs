@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::inputs::{NOTES_DIM, NotesEmbedder, RawInputs};
-use crate::clinical::{ClassicAssessment, CxiStatus, Cutoffs, FearonStatus, Timeline};
+use crate::clinical::{ClassicAssessment, Cutoffs, CxiStatus, FearonStatus, Timeline};
 use crate::synth::{LabelRow, Split, read_cohort};
 
 #[derive(Debug, thiserror::Error)]

@@ -167,15 +167,14 @@ pub struct CachexiaEnsemble {
     pub meta: ModelMeta,
     members: Vec<CachexiaFusion>,
     device: Device,
-    /// sha256 over `model.json` and the member files.
+    /// sha256 over `model.json` (without recorded metrics) and the member files.
     pub digest: String,
 }
 
 impl CachexiaEnsemble {
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
-        let read = |p: PathBuf| {
-            std::fs::read(&p).map_err(|source| ModelError::Read { path: p, source })
-        };
+        let read =
+            |p: PathBuf| std::fs::read(&p).map_err(|source| ModelError::Read { path: p, source });
         let meta_path = dir.join(META_FILE);
         let meta_bytes = read(meta_path.clone())?;
         let bad = |message: String| ModelError::Meta {
@@ -198,12 +197,21 @@ impl CachexiaEnsemble {
             )));
         }
         meta.standardizer.check().map_err(bad)?;
-        if meta.members.is_empty() || !(meta.temperature > 0.0) {
+        if meta.members.is_empty() || meta.temperature.is_nan() || meta.temperature <= 0.0 {
             return Err(bad("no members or a non-positive temperature".into()));
         }
         let device = Device::Cpu;
+        // The version digest covers the weights and everything that changes
+        // a prediction, not the recorded metrics (`evaluate --record`): the
+        // description is hashed as `train` wrote it, with `metrics` null.
         let mut hasher = Sha256::new();
-        hasher.update(&meta_bytes);
+        let unannotated = ModelMeta {
+            metrics: None,
+            ..meta.clone()
+        };
+        let canonical =
+            serde_json::to_string_pretty(&unannotated).map_err(|e| bad(e.to_string()))? + "\n";
+        hasher.update(canonical.as_bytes());
         let mut members = Vec::new();
         for m in &meta.members {
             let bytes = read(dir.join(&m.file))?;
@@ -247,10 +255,13 @@ impl CachexiaEnsemble {
         }
     }
 
-    /// Member logits, `[member][row]`, in batches of 1024.
+    /// Member logits, `[member][row]`, in batches of 48 rows: every tensor
+    /// then stays under the size (64k elements) at which candle's CPU backend
+    /// hands element-wise work to its spinning thread pool, which on a busy
+    /// machine made batched inference several times slower.
     pub fn member_logits(&self, rows: &[&Encoded]) -> candle_core::Result<Vec<Vec<f32>>> {
         let mut out = vec![Vec::with_capacity(rows.len()); self.members.len()];
-        for chunk in rows.chunks(1024) {
+        for chunk in rows.chunks(48) {
             let batch = ModalityBatch::new(chunk, &self.device)?;
             for (m, member) in self.members.iter().enumerate() {
                 out[m].extend(member.forward(&batch)?.to_vec1::<f32>()?);

@@ -248,7 +248,11 @@ pub fn evaluate(model: &CachexiaEnsemble, ds: &Dataset) -> candle_core::Result<E
             .zip(&labels)
             .map(|(s, y)| (f64::from(*s), *y))
             .collect();
-        let tp = s.iter().zip(&labels).filter(|(s, y)| **s == 2 && **y).count() as f64;
+        let tp = s
+            .iter()
+            .zip(&labels)
+            .filter(|(s, y)| **s == 2 && **y)
+            .count() as f64;
         let tn = s
             .iter()
             .zip(&labels)

@@ -330,7 +330,8 @@ fn months_between(from: NaiveDate, to: NaiveDate) -> f64 {
 fn weight_inputs(t: &Timeline) -> Vec<f64> {
     let nan = f64::NAN;
     let w = &t.weight;
-    let pc = |c: &Option<crate::clinical::WeightChange>| c.as_ref().map_or(nan, |c| c.percent_change);
+    let pc =
+        |c: &Option<crate::clinical::WeightChange>| c.as_ref().map_or(nan, |c| c.percent_change);
     let series = t.series(Analyte::BodyWeight);
     let recent: Vec<(f64, f64)> = series
         .iter()
@@ -367,7 +368,11 @@ fn weight_inputs(t: &Timeline) -> Vec<f64> {
         pc(&w.twelve_months),
         slope,
         peak_loss,
-        if enough { (1.0 + in_year as f64).ln() } else { nan },
+        if enough {
+            (1.0 + in_year as f64).ln()
+        } else {
+            nan
+        },
         match series.first() {
             Some(first) if enough => months_between(first.date, t.index_date) / 12.0,
             _ => nan,
@@ -444,10 +449,7 @@ impl Standardizer {
         let present = raw.present();
         let x = std::array::from_fn(|mi| {
             if MODALITIES[mi] == Modality::Notes {
-                return raw
-                    .notes
-                    .clone()
-                    .unwrap_or_else(|| vec![0.0; NOTES_DIM]);
+                return raw.notes.clone().unwrap_or_else(|| vec![0.0; NOTES_DIM]);
             }
             let cont = &raw.continuous[mi];
             let mut v = Vec::with_capacity(2 * cont.len() + raw.flags[mi].len());

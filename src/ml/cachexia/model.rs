@@ -103,7 +103,11 @@ impl Attention {
         // candle's CPU backend runs as one small GEMM per (batch, head) and
         // which made training ~10× slower here.
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let att = (q.unsqueeze(3)?.broadcast_mul(&k.unsqueeze(2)?)?.sum(D::Minus1)? * scale)?; // (B, H, T, T)
+        let att = (q
+            .unsqueeze(3)?
+            .broadcast_mul(&k.unsqueeze(2)?)?
+            .sum(D::Minus1)?
+            * scale)?; // (B, H, T, T)
         let att = candle_nn::ops::softmax_last_dim(&att)?;
         let y = att.unsqueeze(4)?.broadcast_mul(&v.unsqueeze(2)?)?.sum(3)?; // (B, H, T, hd)
         let y = y.transpose(1, 2)?.contiguous()?.reshape((b, t, d))?;

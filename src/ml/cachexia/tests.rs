@@ -124,11 +124,22 @@ fn tiny_cohort_trains_and_evaluates_and_same_seed_gives_identical_files() {
     let report = out.path().join("report");
     eval.write(&report, "test cohort").unwrap();
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
-    for needle in ["AUROC", "Fearon 2011", "mCXI", "+ labs", "stage", "trained without the notes"] {
+    for needle in [
+        "AUROC",
+        "Fearon 2011",
+        "mCXI",
+        "+ labs",
+        "stage",
+        "trained without the notes",
+    ] {
         assert!(md.contains(needle), "report lacks {needle}");
     }
     for png in ["roc.png", "calibration.png", "risk-coverage.png"] {
-        assert!(std::fs::read(report.join(png)).unwrap().starts_with(b"\x89PNG"));
+        assert!(
+            std::fs::read(report.join(png))
+                .unwrap()
+                .starts_with(b"\x89PNG")
+        );
     }
     // Evaluation is deterministic too.
     let again = evaluate::evaluate(&model, &ds).unwrap();
@@ -157,7 +168,11 @@ fn only_demographics_still_gives_a_prediction_that_says_what_is_missing() {
     assert_eq!(p.modalities_missing.len(), 4);
     assert!(p.interval.0 <= p.risk + 1e-9 && p.risk <= p.interval.1 + 1e-9);
     // Only the clinical modality and its inputs can be factors.
-    assert!(p.factors.iter().all(|f| f.name == "clinical" || f.kind == "input"));
+    assert!(
+        p.factors
+            .iter()
+            .all(|f| f.name == "clinical" || f.kind == "input")
+    );
 
     let q = model.predict(&full.raw).unwrap();
     assert!(q.modalities_used.len() >= 4);
@@ -174,7 +189,11 @@ fn only_demographics_still_gives_a_prediction_that_says_what_is_missing() {
     let without = e.without(&[m]);
     let (probs, _) = model.probabilities(&[&e, &without]).unwrap();
     let delta = 100.0 * (probs[0] - probs[1]);
-    assert!((delta - top.delta_pp).abs() < 0.01, "{delta} vs {}", top.delta_pp);
+    assert!(
+        (delta - top.delta_pp).abs() < 0.01,
+        "{delta} vs {}",
+        top.delta_pp
+    );
 }
 
 #[test]
@@ -268,13 +287,18 @@ fn a_model_folder_with_a_wrong_format_is_rejected_with_the_reason() {
     let path = dir.path().join(META_FILE);
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replacen("\"format\": 1", "\"format\": 99", 1)).unwrap();
-    let err = CachexiaEnsemble::load(dir.path()).err().unwrap().to_string();
+    let err = CachexiaEnsemble::load(dir.path())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("format 99"), "{err}");
 }
 
 /// A hook fixture's prefetch as a timeline (index date of the API tests).
 fn fixture_timeline(rel: &str) -> crate::clinical::Timeline {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel);
     let hook: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut record = crate::fhir::PatientRecord::default();

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::dataset::{Dataset, Example};
 use super::ensemble::{
-    CachexiaEnsemble, Conformal, FORMAT, MODEL_ID, META_FILE, MemberMeta, ModelMeta, combine,
+    CachexiaEnsemble, Conformal, FORMAT, META_FILE, MODEL_ID, MemberMeta, ModelMeta, combine,
     fit_temperature, mean_logits,
 };
 use super::inputs::{Encoded, MODALITIES, ModalityBatch, Standardizer, input_dims, key};
@@ -101,7 +101,7 @@ impl TrainOptions {
         if self.batch_size == 0 || self.max_epochs == 0 {
             return bad("batch size and epochs must be positive");
         }
-        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+        if self.alpha.is_nan() || self.alpha <= 0.0 || self.alpha >= 1.0 {
             return bad("alpha must be in (0, 1)");
         }
         if !(0.0..1.0).contains(&self.modality_dropout) {
@@ -126,8 +126,7 @@ impl TrainOptions {
 
 /// SplitMix64: independent member seeds from one run seed.
 fn member_seed(seed: u64, member: usize) -> u64 {
-    let mut z = seed
-        .wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(member as u64 + 1));
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(member as u64 + 1));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -176,9 +175,7 @@ fn init_params(varmap: &VarMap, rng: &mut ChaCha8Rng) -> candle_core::Result<()>
             vec![f32::from(u8::from(one)); n]
         } else if dims.len() == 2 {
             let bound = 1.0 / (dims[1] as f32).sqrt();
-            (0..n)
-                .map(|_| rng.random_range(-bound..bound))
-                .collect()
+            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
         } else if name.ends_with("bias") {
             vec![0.0; n]
         } else {
