@@ -1,5 +1,5 @@
 //! The command line: `serve`, `worker`, `migrate`, `score`, `dev-token`,
-//! `radiomics`, `synth`.
+//! `radiomics`, `synth`, `train`, `evaluate`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -113,6 +113,24 @@ pub enum Command {
         #[arg(long)]
         stats: bool,
     },
+    /// Train a model on a labelled cohort (NDJSON + labels.csv).
+    #[command(subcommand)]
+    Train(TrainCommand),
+    /// Evaluate a trained model on a cohort's held-out test split.
+    #[command(subcommand)]
+    Evaluate(EvaluateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// The multimodal cachexia ensemble (docs in cds-hooks/cachexia-risk/model-card.md).
+    Cachexia(crate::ml::cachexia::commands::TrainArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvaluateCommand {
+    /// Report (markdown + PNG plots) for the cachexia model.
+    Cachexia(crate::ml::cachexia::commands::EvaluateArgs),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -282,6 +300,12 @@ pub fn run() -> anyhow::Result<()> {
                 println!("{}", crate::synth::stats::report(&rows));
             }
             Ok(())
+        }
+        Command::Train(TrainCommand::Cachexia(args)) => {
+            crate::ml::cachexia::commands::train_command(args)
+        }
+        Command::Evaluate(EvaluateCommand::Cachexia(args)) => {
+            crate::ml::cachexia::commands::evaluate_command(args)
         }
     }
 }

@@ -5,12 +5,15 @@
 //!   notes (chunked, pooled per patient), weights unpacked by
 //!   `scripts/setup-models.sh` into `models/` — see `docs/models.md`.
 //! - [`bert`]: the BERT encoder it runs, on packed (unpadded) batches.
+//! - [`cachexia`]: the multimodal cachexia fusion model (ensemble,
+//!   temperature scaling, conformal review gate).
 //!
 //! Inference is blocking CPU work: callers run it in
 //! `tokio::task::spawn_blocking` or a dedicated thread, never on an async
 //! worker.
 
 pub mod bert;
+pub mod cachexia;
 mod error;
 pub mod text_encoder;
 

@@ -1,11 +1,16 @@
 //! `cachexia-risk`: cancer cachexia risk on `patient-view` (seed paper §1,
 //! arXiv 2503.06797).
 //!
-//! Until the multimodal model lands, the risk is the classic indices' result
-//! (Fearon 2011, GLIM, L3 sarcopenia by Prado 2008 / Martin 2013, CXI, mCXI;
-//! rule in `clinical::indices::assessment`), and every card says so.
+//! The risk is the multimodal ensemble's (`ml::cachexia`: fusion
+//! transformer over demographics, labs, weight history, CT body composition
+//! and notes, temperature-scaled, with a conformal expert-review gate),
+//! shown beside the classic indices (Fearon 2011, GLIM, L3 sarcopenia by
+//! Prado 2008 / Martin 2013, CXI, mCXI; rule in
+//! `clinical::indices::assessment`). Without a loadable model the card is the
+//! classic indices' alone, and says so.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -31,6 +36,7 @@ use crate::features::cachexia::{self as features, Modality};
 use crate::imaging::ImagingCache;
 use crate::imaging::cache::{CtFinding, CtRules, CtStatus, ct_studies, resolve_offline};
 use crate::imaging::jobs::{BodyCompositionOutcome, PIPELINE_VERSION, SliceLocator};
+use crate::ml::cachexia::{CachexiaEnsemble, ModelPrediction, NotesEmbedder, RawInputs};
 
 pub const SERVICE_ID: &str = "cachexia-risk";
 const EMBEDDED_DEFINITION: &str = include_str!("../../cds-hooks/cachexia-risk/service.toml");
@@ -48,13 +54,32 @@ pub struct CachexiaService {
     /// The imaging cache and job queue; `None` (offline `score`) counts CT
     /// body composition as missing.
     imaging: Option<ImagingCache>,
+    /// The multimodal ensemble, loaded once at start-up.
+    model: Option<Arc<CachexiaEnsemble>>,
+    /// The notes encoder; `None` → the notes modality is missing.
+    notes: Option<Arc<dyn NotesEmbedder>>,
 }
 
 impl CachexiaService {
     pub fn load(settings: &Settings, imaging: Option<ImagingCache>) -> anyhow::Result<Self> {
         let definition =
             ServiceDefinition::load(&settings.services.dir, SERVICE_ID, EMBEDDED_DEFINITION)?;
-        Ok(Self::new(definition, settings.clinical.clone())?.with_imaging(imaging))
+        let model = load_model(&definition);
+        Ok(Self::new(definition, settings.clinical.clone())?
+            .with_imaging(imaging)
+            .with_model(model))
+    }
+
+    /// Use (or stop using) the multimodal model.
+    pub fn with_model(mut self, model: Option<Arc<CachexiaEnsemble>>) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// Use a notes encoder (the MiniLM text encoder in production).
+    pub fn with_notes_embedder(mut self, notes: Option<Arc<dyn NotesEmbedder>>) -> Self {
+        self.notes = notes;
+        self
     }
 
     /// Use (or stop using) the imaging cache for CT body composition.
@@ -72,7 +97,36 @@ impl CachexiaService {
             cutoffs,
             version,
             imaging: None,
+            model: None,
+            notes: None,
         })
+    }
+}
+
+/// The model folder named by `service.toml` (`model = "model"`). A missing
+/// or unreadable model is not fatal: the service answers with the classic
+/// indices, and the log says why once, at start-up.
+fn load_model(def: &ServiceDefinition) -> Option<Arc<CachexiaEnsemble>> {
+    let (Some(dir), Some(rel)) = (def.dir.as_ref(), def.model.as_ref()) else {
+        tracing::info!("No cachexia model configured; cards show the classic indices only");
+        return None;
+    };
+    let path = dir.join(rel);
+    let started = Instant::now();
+    match CachexiaEnsemble::load(&path) {
+        Ok(m) => {
+            tracing::info!(
+                model = %m.version(),
+                members = m.meta.members.len(),
+                load_ms = started.elapsed().as_secs_f64() * 1e3,
+                "Loaded the cachexia model"
+            );
+            Some(Arc::new(m))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Cachexia model not loaded; cards show the classic indices only");
+            None
+        }
     }
 }
 
@@ -83,7 +137,10 @@ impl CdsService for CachexiaService {
     }
 
     fn model_version(&self) -> String {
-        format!("{MODEL_ID}/{}", self.version)
+        match &self.model {
+            Some(m) => format!("{}/{};{MODEL_ID}/{}", m.meta.id, m.version(), self.version),
+            None => format!("{MODEL_ID}/{}", self.version),
+        }
     }
 
     fn model_card(&self) -> Option<String> {
@@ -105,43 +162,96 @@ impl CdsService for CachexiaService {
         let assessment = ClassicAssessment::compute(&timeline, &self.cutoffs);
         let risk = assessment.risk(&timeline, &self.cutoffs);
         let features = features::extract(&timeline);
+        let applicable = timeline.has_active_cancer();
+        let ml = match (&self.model, applicable) {
+            (Some(model), true) => Some(self.predict(model, &timeline).await?),
+            _ => None,
+        };
         let inference_ms = started.elapsed().as_secs_f64() * 1e3;
 
         let baselines =
             serde_json::to_value(&assessment).map_err(|e| ServiceError::Unexpected(e.into()))?;
-        let model = json!({
+        let classic_model = json!({
             "id": MODEL_ID,
             "version": self.version,
             "kind": "classic-indices",
             "feature_schema": features::SCHEMA_VERSION,
             "machine_learning": false,
-            "note": "Risk derived from the classic indices; the multimodal model is not enabled for this service yet.",
             "imaging_pipeline": PIPELINE_VERSION,
         });
-        let applicable = timeline.has_active_cancer();
+        let model = match &self.model {
+            Some(m) => json!({
+                "id": m.meta.id,
+                "version": m.version(),
+                "kind": "multimodal-ensemble",
+                "machine_learning": true,
+                "trained_on_synthetic_data": m.meta.trained_on_synthetic_data,
+                "members": m.meta.members.len(),
+                "temperature": m.meta.temperature,
+                "conformal": m.meta.conformal,
+                "trained_modalities": m.meta.trained_modalities,
+                "notes_embedder": m.meta.notes_embedder,
+                "notes_encoder_available": self.notes.is_some(),
+                "feature_schema": features::SCHEMA_VERSION,
+                "imaging_pipeline": PIPELINE_VERSION,
+                "classic_indices": classic_model,
+            }),
+            None => {
+                let mut v = classic_model;
+                v["note"] =
+                    json!("Risk derived from the classic indices; no multimodal model is loaded.");
+                v
+            }
+        };
         let tier = if applicable {
-            level_name(risk.level)
+            match &ml {
+                Some(p) => model_tier(&self.definition, p.risk),
+                None => level_name(risk.level),
+            }
         } else {
             "not-applicable"
         };
-        let prediction = Prediction {
-            model_id: MODEL_ID.into(),
-            model_version: self.version.clone(),
-            risk: None,
-            risk_tier: tier.into(),
-            confidence: None,
-            review_suggested: false,
-            result: json!({
-                "level": tier,
-                "reasons": risk.reasons,
-                "modalities_present": features::modalities_present(&features),
-                "ct_body_composition": ct,
-            }),
+        let classic_result = json!({
+            "level": if applicable { level_name(risk.level) } else { "not-applicable" },
+            "reasons": risk.reasons,
+            "modalities_present": features::modalities_present(&features),
+            "ct_body_composition": ct,
+        });
+        let prediction = match (&self.model, &ml) {
+            (Some(m), Some(p)) => Prediction {
+                model_id: m.meta.id.clone(),
+                model_version: m.version(),
+                risk: Some(p.risk),
+                risk_tier: tier.into(),
+                confidence: Some(p.confidence),
+                review_suggested: p.review_suggested,
+                result: json!({
+                    "model": p,
+                    "classic_indices": classic_result,
+                }),
+            },
+            _ => Prediction {
+                model_id: MODEL_ID.into(),
+                model_version: self.version.clone(),
+                risk: None,
+                risk_tier: tier.into(),
+                confidence: None,
+                review_suggested: false,
+                result: classic_result,
+            },
         };
         // The service is for adults with cancer: no active cancer, no card
         // (CDS Hooks: an empty `cards` array means nothing to say).
         let cards = if applicable {
-            vec![self.card(&input, &timeline, &assessment, &risk, &features, &ct)]
+            vec![self.card(
+                &input,
+                &timeline,
+                &assessment,
+                &risk,
+                &features,
+                &ct,
+                ml.as_ref(),
+            )]
         } else {
             Vec::new()
         };
@@ -153,6 +263,189 @@ impl CdsService for CachexiaService {
             model,
             inference_ms,
         })
+    }
+}
+
+/// The card tier of a model risk, by the service's `[tiers]`.
+fn model_tier(def: &ServiceDefinition, risk: f64) -> &'static str {
+    match def.tier(risk) {
+        Indicator::Critical => "high",
+        Indicator::Warning => "elevated",
+        Indicator::Info => "low",
+    }
+}
+
+fn indicator_rank(i: &Indicator) -> u8 {
+    match i {
+        Indicator::Info => 0,
+        Indicator::Warning => 1,
+        Indicator::Critical => 2,
+    }
+}
+
+fn percent(p: f64) -> String {
+    format!("{:.0} %", 100.0 * p)
+}
+
+/// A factor's name for people.
+fn factor_label(name: &str) -> String {
+    if let Some(m) = Modality::ALL
+        .iter()
+        .find(|m| crate::ml::cachexia::inputs::key(**m) == name)
+    {
+        return m.label().to_owned();
+    }
+    let n = name.strip_prefix("log_").unwrap_or(name);
+    match n {
+        "weight_change_1m" => "weight change over 1 month".into(),
+        "weight_change_3m" => "weight change over 3 months".into(),
+        "weight_change_6m" => "weight change over 6 months".into(),
+        "weight_change_12m" => "weight change over 12 months".into(),
+        "weight_slope_6m" => "weight trend over 6 months".into(),
+        "loss_from_peak_6m" => "loss from the 6-month peak weight".into(),
+        "log_weights_12m" | "weights_12m" => "number of weights in 12 months".into(),
+        "smi_below_fearon_cutoff" => "L3 SMI below the sarcopenia cut-off".into(),
+        "nlr" => "NLR".into(),
+        "l3_smi" => "L3 SMI".into(),
+        "l3_sma" => "L3 muscle area".into(),
+        "l3_muscle_hu" => "L3 muscle attenuation".into(),
+        "l3_vat" => "L3 visceral fat".into(),
+        "l3_sat" => "L3 subcutaneous fat".into(),
+        "crp" => "CRP".into(),
+        "bmi" => "BMI".into(),
+        "ecog" => "ECOG".into(),
+        other => other.replace('_', " "),
+    }
+}
+
+impl CachexiaService {
+    /// Model inference (and note embedding, when an encoder is configured)
+    /// on the blocking pool: CPU work never runs on the async workers.
+    async fn predict(
+        &self,
+        model: &Arc<CachexiaEnsemble>,
+        t: &Timeline,
+    ) -> Result<ModelPrediction, ServiceError> {
+        let model = Arc::clone(model);
+        let embedder = self
+            .notes
+            .clone()
+            .filter(|_| model.meta.uses(Modality::Notes));
+        let texts = RawInputs::note_texts(t);
+        let mut raw = RawInputs::from_timeline(t, None);
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            if let Some(e) = embedder.filter(|_| !texts.is_empty()) {
+                match e.embed_patient_notes(&texts) {
+                    Ok(v) => {
+                        raw.notes = v.filter(|v| {
+                            v.len() == crate::ml::cachexia::inputs::NOTES_DIM
+                                && v.iter().all(|x| x.is_finite())
+                        })
+                    }
+                    // Notes then count as missing; the card says so.
+                    Err(err) => tracing::warn!(error = %err, "Embedding the notes failed"),
+                }
+            }
+            model.predict(&raw)
+        })
+        .await
+        .map_err(|e| ServiceError::Inference(e.to_string()))?
+        .map_err(|e| ServiceError::Inference(e.to_string()))
+    }
+
+    /// The model part of the card detail: risk, interval, confidence, the
+    /// review gate, modalities, and the model-computed factors.
+    fn model_detail(&self, p: &ModelPrediction, t: &Timeline) -> String {
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "**Model: risk of cachexia (Fearon 2011) within 6 months {}** (range across the {} ensemble members {}–{}; temperature-scaled probability). The model was trained on **synthetic** patients only, not on real records: treat the number as decision support to be checked.\n",
+            percent(p.risk),
+            self.model.as_ref().map_or(0, |m| m.meta.members.len()),
+            percent(p.interval.0),
+            percent(p.interval.1)
+        );
+        let set = p.prediction_set.join(", ");
+        let _ = writeln!(
+            md,
+            "- Confidence: **{}**; {:.0} % conformal prediction set: {{{set}}}.",
+            p.confidence_level,
+            100.0 * (1.0 - p.alpha)
+        );
+        if p.review_suggested {
+            let _ = writeln!(
+                md,
+                "- **Expert review suggested**: at the {:.0} % target error rate the model cannot tell cachexia from no cachexia for this patient; a clinician or dietitian should assess.",
+                100.0 * p.alpha
+            );
+        }
+        let labels = |ms: &[Modality]| {
+            if ms.is_empty() {
+                "none".to_owned()
+            } else {
+                ms.iter().map(|m| m.label()).collect::<Vec<_>>().join(", ")
+            }
+        };
+        let _ = writeln!(md, "- Modalities used: {}.", labels(&p.modalities_used));
+        let mut missing: Vec<String> = p
+            .modalities_missing
+            .iter()
+            .map(|m| {
+                if *m == Modality::Notes && !t.notes.is_empty() {
+                    let why = match &self.model {
+                        Some(model) if !model.meta.uses(Modality::Notes) => {
+                            "this model version was trained without notes"
+                        }
+                        _ if self.notes.is_none() => "no text encoder is configured",
+                        _ => "the notes could not be embedded",
+                    };
+                    format!(
+                        "{} ({} on record, not used: {why})",
+                        m.label(),
+                        t.notes.len()
+                    )
+                } else {
+                    m.label().to_owned()
+                }
+            })
+            .collect();
+        missing.extend(
+            p.modalities_not_used
+                .iter()
+                .map(|m| format!("{} (on record, not used by this model version)", m.label())),
+        );
+        if !missing.is_empty() {
+            let _ = writeln!(
+                md,
+                "- Missing (the model used its learned “missing” input instead): {}.",
+                missing.join("; ")
+            );
+        }
+        let top: Vec<String> = p
+            .factors
+            .iter()
+            .filter(|f| f.delta_pp.abs() >= 0.5)
+            .take(5)
+            .map(|f| {
+                format!(
+                    "{} {}{:.1} pp",
+                    factor_label(&f.name),
+                    if f.delta_pp >= 0.0 { "+" } else { "−" },
+                    f.delta_pp.abs()
+                )
+            })
+            .collect();
+        if !top.is_empty() {
+            let _ = writeln!(
+                md,
+                "- Top factors (computed by the model: change in risk when the input is replaced by “missing”): {}.",
+                top.join("; ")
+            );
+        }
+        md.push('\n');
+        md
     }
 }
 
@@ -199,6 +492,8 @@ impl CachexiaService {
         findings
     }
 
+    // One argument per piece of the card; bundling them would only move the list.
+    #[allow(clippy::too_many_arguments)]
     fn card(
         &self,
         input: &ServiceInput<'_>,
@@ -207,11 +502,18 @@ impl CachexiaService {
         risk: &ClassicRisk,
         features: &[FeatureValue],
         ct: &[CtFinding],
+        ml: Option<&ModelPrediction>,
     ) -> Card {
-        let indicator = match risk.level {
+        let classic_indicator = match risk.level {
             RiskLevel::High => Indicator::Critical,
             RiskLevel::Elevated => Indicator::Warning,
             RiskLevel::Low | RiskLevel::Unknown => Indicator::Info,
+        };
+        // The more severe of the model's tier and the classic indices: Fearon
+        // criteria already met are a present fact, not a prediction.
+        let indicator = match ml.map(|p| self.definition.tier(p.risk)) {
+            Some(m) if indicator_rank(&m) > indicator_rank(&classic_indicator) => m,
+            _ => classic_indicator,
         };
         let headline = match risk.level {
             RiskLevel::High => "HIGH",
@@ -219,17 +521,37 @@ impl CachexiaService {
             RiskLevel::Low => "low",
             RiskLevel::Unknown => "undetermined",
         };
-        let summary = format!(
-            "Cachexia risk {headline} (classic indices): {}",
-            short_reasons(t, a, risk.level)
-        );
+        let summary = match ml {
+            Some(p) => format!(
+                "Cachexia risk {} within 6 months (model{}); classic indices: {headline}",
+                percent(p.risk),
+                if p.review_suggested {
+                    "; expert review suggested"
+                } else {
+                    ""
+                }
+            ),
+            None => format!(
+                "Cachexia risk {headline} (classic indices): {}",
+                short_reasons(t, a, risk.level)
+            ),
+        };
 
         let base = input.public_base_url.map(|b| b.trim_end_matches('/'));
-        let source = Source {
-            label: format!(
+        let label = match &self.model {
+            Some(m) if ml.is_some() => format!(
+                "oncohooks {SERVICE_ID} · model {} {} trained on synthetic data · classic indices {}",
+                m.meta.id,
+                m.version(),
+                self.version
+            ),
+            _ => format!(
                 "oncohooks {SERVICE_ID} · classic indices {} (no ML model)",
                 self.version
             ),
+        };
+        let source = Source {
+            label,
             url: base.map(|b| format!("{b}/model-cards/{SERVICE_ID}")),
             icon: None,
             topic: Some(Coding::new(
@@ -240,7 +562,18 @@ impl CachexiaService {
         };
 
         let mut b = CardBuilder::new(&summary, indicator, source)
-            .detail(detail(t, a, risk, features, ct, &input.gathered.sources))
+            .detail(
+                ml.map(|p| self.model_detail(p, t)).unwrap_or_default()
+                    + &detail(
+                        t,
+                        a,
+                        risk,
+                        features,
+                        ct,
+                        &input.gathered.sources,
+                        ml.is_some(),
+                    ),
+            )
             .override_reason(Coding::new(
                 Some(OVERRIDE_SYSTEM),
                 "already-managed",
@@ -262,16 +595,22 @@ impl CachexiaService {
                 "Patient declined further assessment",
             ));
         let patient = format!("Patient/{}", input.request.context.patient_id);
-        if matches!(risk.level, RiskLevel::High | RiskLevel::Elevated) {
+        if matches!(risk.level, RiskLevel::High | RiskLevel::Elevated)
+            || indicator_rank(&indicator) > 0
+        {
             b = b.suggestion(Suggestion {
                 label: "Refer to dietitian for nutritional assessment".into(),
                 uuid: Some(Uuid::new_v4()),
-                is_recommended: Some(risk.level == RiskLevel::High),
+                is_recommended: Some(matches!(indicator, Indicator::Critical)),
                 actions: vec![service_request(
                     &patient,
                     "103699006",
                     "Referral to dietitian",
-                    "Suspected cancer cachexia (classic indices)",
+                    if ml.is_some() {
+                        "Risk of cancer cachexia (oncohooks model and classic indices)"
+                    } else {
+                        "Suspected cancer cachexia (classic indices)"
+                    },
                 )],
             });
         }
@@ -526,13 +865,22 @@ fn detail(
     features: &[FeatureValue],
     ct: &[CtFinding],
     sources: &std::collections::BTreeMap<String, KeySource>,
+    with_model: bool,
 ) -> String {
     let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "**Risk from the classic indices: {}.** The multimodal model is not enabled for this service yet; this is a rule on the published criteria below.\n",
-        level_name(risk.level)
-    );
+    if with_model {
+        let _ = writeln!(
+            md,
+            "**Classic indices: {}.** A rule on the published criteria below, shown beside the model.\n",
+            level_name(risk.level)
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "**Risk from the classic indices: {}.** No multimodal model is loaded; this is a rule on the published criteria below.\n",
+            level_name(risk.level)
+        );
+    }
     for r in &risk.reasons {
         let _ = writeln!(md, "- {}", cell(r));
     }

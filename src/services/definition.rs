@@ -25,6 +25,10 @@ pub struct ServiceDefinition {
     /// Markdown model card, relative to the service folder.
     #[serde(default)]
     pub model_card: Option<String>,
+    /// Trained model folder, relative to the service folder (loaded once at
+    /// start-up; absent or unreadable → the service runs without it).
+    #[serde(default)]
+    pub model: Option<String>,
     #[serde(default)]
     pub prefetch: BTreeMap<String, PrefetchSpec>,
     #[serde(default)]

@@ -1,6 +1,7 @@
 //! Integration tests (one binary: `cargo test --test api`).
 mod audit_api;
 mod auth;
+mod cachexia_model;
 mod feedback;
 mod fhir_double;
 mod helpers;
