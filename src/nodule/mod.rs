@@ -10,3 +10,5 @@
 
 pub mod lidc;
 
+pub mod dataset;
+pub mod render;
