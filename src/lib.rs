@@ -16,6 +16,7 @@ pub mod fhir;
 pub mod http;
 pub mod imaging;
 pub mod ml;
+pub mod nodule;
 pub mod radiomics;
 pub mod review;
 pub mod services;

@@ -33,6 +33,7 @@ pub mod dates;
 pub mod demographics;
 pub mod diagnoses;
 pub mod indices;
+pub mod nodule;
 pub mod notes;
 pub mod observations;
 pub mod provenance;

@@ -7,6 +7,7 @@
 //! - [`bert`]: the BERT encoder it runs, on packed (unpadded) batches.
 //! - [`cachexia`]: the multimodal cachexia fusion model (ensemble,
 //!   temperature scaling, conformal review gate).
+//! - [`vit`]: the AIMv2-architecture vision encoder for nodule CT patches.
 //!
 //! Inference is blocking CPU work: callers run it in
 //! `tokio::task::spawn_blocking` or a dedicated thread, never on an async
@@ -16,6 +17,7 @@ pub mod bert;
 pub mod cachexia;
 mod error;
 pub mod text_encoder;
+pub mod vit;
 
 pub use error::MlError;
 pub use text_encoder::{
