@@ -59,6 +59,14 @@ fn next_link(b: &Value) -> Option<String> {
 async fn risk_assessments_round_trip_and_page(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}).await;
     make_predictions(&app, 3).await;
+    let stored_model = app
+        .db
+        .store
+        .recent_predictions("cachexia-risk", PATIENT, 1)
+        .await
+        .unwrap()[0]
+        .model_id
+        .clone();
     let token = user_token(&app, &["user/RiskAssessment.rs"]);
 
     let resp = get(
@@ -88,9 +96,11 @@ async fn risk_assessments_round_trip_and_page(backend: Backend) {
         );
         assert!(!ra.basis.is_empty(), "basis cites the inputs");
         let method = ra.method.as_ref().unwrap();
+        // The method names the model that made the stored prediction: the
+        // fusion model when its weights are shipped, else the classic indices.
         assert_eq!(
             method.coding[0].as_ref().unwrap().code.as_deref(),
-            Some("cachexia-classic-indices")
+            Some(stored_model.as_str())
         );
         assert!(
             ra.note[0]
