@@ -97,7 +97,10 @@ mod tests {
             ..ok.clone()
         };
         assert!(validate("enc", &[nan]).is_err());
-        let empty = NoteEmbedding { vector: vec![], ..ok };
+        let empty = NoteEmbedding {
+            vector: vec![],
+            ..ok
+        };
         assert!(validate("enc", &[empty]).is_err());
     }
 }
