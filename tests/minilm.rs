@@ -51,13 +51,15 @@ fn load(opts: &TextEncoderOptions) -> TextEncoder {
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("models/all-MiniLM-L6-v2"));
     TextEncoder::load_with(&dir, &candle_core::Device::Cpu, opts).unwrap_or_else(|e| {
-            panic!(
-                "the MiniLM parity tests need the real weights in {}: run scripts/setup-models.sh \
+        panic!(
+            "the MiniLM parity tests need the real weights in {}: run scripts/setup-models.sh \
                  (scripts/test.sh does). Error: {e}: {}",
-                dir.display(),
-                std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
-            )
-        })
+            dir.display(),
+            std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        )
+    })
 }
 
 fn encoder() -> &'static TextEncoder {
@@ -72,11 +74,18 @@ fn encoder() -> &'static TextEncoder {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "vector widths differ");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn texts() -> Vec<&'static str> {
-    reference().sentences.iter().map(|s| s.text.as_str()).collect()
+    reference()
+        .sentences
+        .iter()
+        .map(|s| s.text.as_str())
+        .collect()
 }
 
 #[test]
@@ -159,8 +168,12 @@ fn documents_are_chunked_like_the_reference_and_deterministic() {
         }
         assert_eq!(enc.count_tokens(t).unwrap(), s.word_pieces);
     }
-    let long = r.sentences.iter().find(|s| s.chunks > 1).expect("a long note");
-    let (i, _) = texts.iter().enumerate().find(|(_, t)| **t == long.text).unwrap();
+    let long = r
+        .sentences
+        .iter()
+        .find(|s| s.chunks > 1)
+        .expect("a long note");
+    let i = texts.iter().position(|t| *t == long.text).unwrap();
     // Chunking changes the vector (all the text counts, not just 256 tokens).
     assert!(max_abs_diff(&docs[i], &long.embedding) > 1e-3);
     // Same input, same bits: alone, twice, and inside a batch of notes.

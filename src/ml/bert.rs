@@ -67,7 +67,9 @@ impl Config {
     /// Refuses configurations this module cannot run (instead of failing
     /// deep inside a reshape).
     pub fn check(&self) -> Result<()> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             candle_core::bail!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size,
@@ -431,19 +433,20 @@ pub fn l2_normalize(xs: &Tensor) -> Result<Tensor> {
 /// the loop over a slice vectorises. Its error against libm's `erff` is
 /// checked by the tests below (≤ 4.5e-7 absolute on erf).
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // the published coefficients, as is
 pub fn erf_f32(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
-    let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
-    p = x2 * p + -2.101_024e-6;
-    p = x2 * p + -5.692_506_4e-5;
-    p = x2 * p + -7.349_906_3e-4;
-    p = x2 * p + -2.954_6e-3;
-    p = x2 * p + -1.609_603_3e-2;
-    let mut q = x2 * -1.456_607_2e-5 + -2.133_740_6e-4;
-    q = x2 * q + -1.682_827e-3;
-    q = x2 * q + -7.373_329e-3;
-    q = x2 * q + -1.426_474e-2;
+    let mut p = 2.770_681_4e-8 - x2 * 2.726_142_3e-10;
+    p = x2 * p - 2.101_024e-6;
+    p = x2 * p - 5.692_506_4e-5;
+    p = x2 * p - 7.349_906_3e-4;
+    p = x2 * p - 2.954_6e-3;
+    p = x2 * p - 1.609_603_3e-2;
+    let mut q = -2.133_740_6e-4 - x2 * 1.456_607_2e-5;
+    q = x2 * q - 1.682_827e-3;
+    q = x2 * q - 7.373_329e-3;
+    q = x2 * q - 1.426_474e-2;
     x * p / q
 }
 

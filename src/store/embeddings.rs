@@ -52,7 +52,7 @@ pub(crate) fn to_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Vec<f32>, StoreError> {
-    if bytes.is_empty() || bytes.len() % 4 != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
         return Err(StoreError::CorruptRow {
             table: TABLE,
             column: "embedding",
@@ -97,7 +97,10 @@ mod tests {
             ..ok.clone()
         };
         assert!(validate("enc", &[nan]).is_err());
-        let empty = NoteEmbedding { vector: vec![], ..ok };
+        let empty = NoteEmbedding {
+            vector: vec![],
+            ..ok
+        };
         assert!(validate("enc", &[empty]).is_err());
     }
 }

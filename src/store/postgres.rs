@@ -776,7 +776,10 @@ impl PgStore {
         // One statement for the whole batch: arrays unnested row by row.
         let digests: Vec<&str> = items.iter().map(|i| i.text_sha256.as_str()).collect();
         let dims: Vec<i32> = items.iter().map(|i| i.vector.len() as i32).collect();
-        let blobs: Vec<Vec<u8>> = items.iter().map(|i| embeddings::to_bytes(&i.vector)).collect();
+        let blobs: Vec<Vec<u8>> = items
+            .iter()
+            .map(|i| embeddings::to_bytes(&i.vector))
+            .collect();
         sqlx::query(
             "INSERT INTO note_embeddings (encoder, text_sha256, dim, embedding, created_at) \
              SELECT $1, d, n, e, now() FROM UNNEST($2::text[], $3::integer[], $4::bytea[]) AS t(d, n, e) \

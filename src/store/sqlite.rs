@@ -801,9 +801,8 @@ impl SqliteStore {
         digests: &[String],
     ) -> Result<HashMap<String, Vec<f32>>, StoreError> {
         // SQLite has no array binds: the digests travel as one JSON array.
-        let keys = serde_json::to_string(digests).map_err(|e| {
-            StoreError::InvalidRecord(format!("note digests as JSON: {e}"))
-        })?;
+        let keys = serde_json::to_string(digests)
+            .map_err(|e| StoreError::InvalidRecord(format!("note digests as JSON: {e}")))?;
         let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
             "SELECT text_sha256, embedding FROM note_embeddings \
              WHERE encoder = $1 AND text_sha256 IN (SELECT value FROM json_each($2))",

@@ -36,7 +36,13 @@ async fn note_embeddings_round_trip_bit_for_bit_per_encoder(db: &mut TestDb) {
     let unknown = note_digest("never embedded");
     let mut keys: Vec<String> = items.iter().map(|i| i.text_sha256.clone()).collect();
     keys.push(unknown.clone());
-    assert!(db.store.get_note_embeddings(ENC, &keys).await.unwrap().is_empty());
+    assert!(
+        db.store
+            .get_note_embeddings(ENC, &keys)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     db.store.put_note_embeddings(ENC, &items).await.unwrap();
 
@@ -50,7 +56,13 @@ async fn note_embeddings_round_trip_bit_for_bit_per_encoder(db: &mut TestDb) {
     assert!(!got.contains_key(&unknown));
     // Another encoder identity (new weights or chunking) misses.
     let other = "all-MiniLM-L6-v2@53aa51172d14/doc-v2-256";
-    assert!(db.store.get_note_embeddings(other, &keys).await.unwrap().is_empty());
+    assert!(
+        db.store
+            .get_note_embeddings(other, &keys)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A subset asks for only what it names; a malformed key just misses.
     let some = db
         .store
@@ -58,7 +70,13 @@ async fn note_embeddings_round_trip_bit_for_bit_per_encoder(db: &mut TestDb) {
         .await
         .unwrap();
     assert_eq!(some.keys().collect::<Vec<_>>(), vec![&keys[1]]);
-    assert!(db.store.get_note_embeddings(ENC, &[]).await.unwrap().is_empty());
+    assert!(
+        db.store
+            .get_note_embeddings(ENC, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(db.count("note_embeddings").await, 3);
 }
 
