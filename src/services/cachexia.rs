@@ -228,6 +228,9 @@ impl CdsService for CachexiaService {
                 result: json!({
                     "model": p,
                     "classic_indices": classic_result,
+                    // Same places as without the model (the imaging audit reads them).
+                    "ct_body_composition": ct,
+                    "modalities_present": features::modalities_present(&features),
                 }),
             },
             _ => Prediction {
