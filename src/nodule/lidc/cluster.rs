@@ -82,9 +82,9 @@ fn components(n: usize, linked: impl Fn(usize, usize) -> bool) -> Vec<Vec<usize>
         let mut members = vec![];
         while let Some(u) = stack.pop() {
             members.push(u);
-            for v in 0..n {
-                if label[v] == usize::MAX && linked(u, v) {
-                    label[v] = id;
+            for (v, lab) in label.iter_mut().enumerate() {
+                if *lab == usize::MAX && linked(u, v) {
+                    *lab = id;
                     stack.push(v);
                 }
             }
