@@ -154,7 +154,7 @@ pub struct CachexiaFusion {
 
 impl CachexiaFusion {
     pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
-        if cfg.n_heads == 0 || cfg.d_model % cfg.n_heads != 0 {
+        if cfg.n_heads == 0 || !cfg.d_model.is_multiple_of(cfg.n_heads) {
             candle_core::bail!(
                 "d_model {} is not a multiple of n_heads {}",
                 cfg.d_model,

@@ -107,7 +107,7 @@ impl TrainOptions {
         if !(0.0..1.0).contains(&self.modality_dropout) {
             return bad("modality dropout must be in [0, 1)");
         }
-        if self.n_heads == 0 || self.d_model % self.n_heads != 0 {
+        if self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
             return bad("d_model must be a multiple of n_heads");
         }
         Ok(())
