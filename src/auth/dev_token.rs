@@ -41,29 +41,30 @@ pub fn dev_token(
         return Err(AuthError::DemoDisabled);
     }
     let max = MAX_DEV_LIFETIME_SECONDS.min(settings.max_token_lifetime_seconds);
-    if lifetime < Duration::from_secs(1) || lifetime > Duration::from_secs(max) {
-        return Err(AuthError::DevTokenLifetime {
-            requested: lifetime.as_secs(),
-            max,
-        });
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| AuthError::Signing(format!("system clock before 1970: {e}")))?
-        .as_secs();
-    let claims = json!({
+    let now = issued_at(lifetime, max)?;
+    sign_demo(&json!({
         "iss": DEMO_ISSUER,
         "sub": DEV_CLIENT_SUB,
         "aud": aud,
         "iat": now,
         "exp": now + lifetime.as_secs(),
         "jti": uuid::Uuid::new_v4().to_string(),
-    });
-    let mut header = Header::new(Algorithm::ES384);
-    header.kid = Some(DEMO_KID.to_owned());
-    let key = EncodingKey::from_ec_pem(DEMO_PRIVATE_KEY_PEM.as_bytes())
-        .map_err(|e| AuthError::Signing(format!("demo key: {e}")))?;
-    jsonwebtoken::encode(&header, &claims, &key).map_err(|e| AuthError::Signing(e.to_string()))
+    }))
+}
+
+/// The `iat` of a demo token valid for `lifetime`, which must be between one
+/// second and `max` seconds.
+fn issued_at(lifetime: Duration, max: u64) -> Result<u64, AuthError> {
+    if lifetime < Duration::from_secs(1) || lifetime > Duration::from_secs(max) {
+        return Err(AuthError::DevTokenLifetime {
+            requested: lifetime.as_secs(),
+            max,
+        });
+    }
+    Ok(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| AuthError::Signing(format!("system clock before 1970: {e}")))?
+        .as_secs())
 }
 
 /// Longest demo user token: a working session in the review app.
@@ -83,16 +84,7 @@ pub fn dev_access_token(
         return Err(AuthError::DemoDisabled);
     }
     let max = MAX_DEV_ACCESS_LIFETIME_SECONDS.min(settings.max_token_lifetime_seconds);
-    if lifetime < Duration::from_secs(1) || lifetime > Duration::from_secs(max) {
-        return Err(AuthError::DevTokenLifetime {
-            requested: lifetime.as_secs(),
-            max,
-        });
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| AuthError::Signing(format!("system clock before 1970: {e}")))?
-        .as_secs();
+    let now = issued_at(lifetime, max)?;
     sign_demo(&json!({
         "iss": super::access::DEMO_USER_ISSUER,
         "sub": sub,
