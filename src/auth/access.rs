@@ -26,10 +26,9 @@ use serde_json::Value;
 
 use super::dev_token::DEMO_JWKS;
 use super::error::{AuthError, clip};
-use super::jwks::KeySet;
 use super::jwks::{FetchPolicy, RemoteJwks, parse_jwks_url};
 use super::settings::TrustedIssuer;
-use super::verifier::{CompactJws, fit, inline_keys, unix_now};
+use super::verifier::{CompactJws, KeySource, inline_keys, unix_now};
 
 /// Issuer of the demo user tokens (`oncohooks dev-token --scope …`), signed
 /// with the public demo key: demo profile only.
@@ -220,15 +219,10 @@ pub struct AccessVerifier {
 }
 
 struct Inner {
-    issuers: HashMap<String, Keys>,
+    issuers: HashMap<String, KeySource>,
     audience: Vec<String>,
     skew: i64,
     max_lifetime: i64,
-}
-
-enum Keys {
-    Inline(KeySet),
-    Remote(RemoteJwks),
 }
 
 impl std::fmt::Debug for AccessVerifier {
@@ -266,12 +260,12 @@ impl AccessVerifier {
                 return Err(config("an issuer has an empty iss".into()));
             }
             let keys = match (&t.jwks_url, &t.jwks) {
-                (Some(url), None) => Keys::Remote(RemoteJwks::new(
+                (Some(url), None) => KeySource::Remote(RemoteJwks::new(
                     parse_jwks_url(&t.iss, url)?,
                     http.clone(),
                     fetch,
                 )),
-                (None, Some(j)) => Keys::Inline(inline_keys(&t.iss, j)?),
+                (None, Some(j)) => KeySource::Inline(inline_keys(&t.iss, j)?),
                 _ => {
                     return Err(config(format!(
                         "issuer {:?}: set exactly one of jwks_url and jwks",
@@ -321,37 +315,7 @@ impl AccessVerifier {
             .issuers
             .get(iss)
             .ok_or_else(|| AuthError::UntrustedIssuer { iss: clip(iss) })?;
-        let key = match keys {
-            Keys::Inline(set) => {
-                if let Some(jku) = header.jku {
-                    return Err(AuthError::UntrustedJku {
-                        iss: clip(iss),
-                        jku: clip(jku),
-                    });
-                }
-                set.get(header.kid).ok_or_else(|| AuthError::UnknownKid {
-                    iss: clip(iss),
-                    kid: clip(header.kid),
-                })?
-            }
-            Keys::Remote(remote) => {
-                if let Some(jku) = header.jku
-                    && url::Url::parse(jku).ok().as_ref() != Some(remote.url())
-                {
-                    return Err(AuthError::UntrustedJku {
-                        iss: clip(iss),
-                        jku: clip(jku),
-                    });
-                }
-                remote.key(iss, header.kid).await?
-            }
-        };
-        let decoding = fit(&key, header.alg, header.kid)?;
-        jws.verify_signature(header.alg, decoding)
-            .map_err(|()| AuthError::BadSignature {
-                iss: clip(iss),
-                kid: clip(header.kid),
-            })?;
+        keys.verify(iss, &header, &jws).await?;
 
         let now = unix_now();
         let skew = self.inner.skew;

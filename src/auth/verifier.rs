@@ -83,9 +83,58 @@ struct Issuer {
     tenants: HashSet<String>,
 }
 
-enum KeySource {
+pub(super) enum KeySource {
     Inline(KeySet),
     Remote(RemoteJwks),
+}
+
+impl KeySource {
+    /// Finds the issuer's key for the token's `kid` (inline, or from the one
+    /// configured JWKS URL) and checks the signature. A `jku` other than the
+    /// configured URL is refused before any request is made.
+    pub(super) async fn verify(
+        &self,
+        iss: &str,
+        header: &JoseHeader<'_>,
+        jws: &CompactJws<'_>,
+    ) -> Result<(), AuthError> {
+        let key = match self {
+            KeySource::Inline(set) => {
+                if let Some(jku) = header.jku {
+                    // No URL is configured for this issuer, so no jku is listed.
+                    return Err(AuthError::UntrustedJku {
+                        iss: clip(iss),
+                        jku: clip(jku),
+                    });
+                }
+                set.get(header.kid).ok_or_else(|| AuthError::UnknownKid {
+                    iss: clip(iss),
+                    kid: clip(header.kid),
+                })?
+            }
+            KeySource::Remote(remote) => {
+                // CDS Hooks 2.0: services SHOULD allow-list jku. A jku is
+                // honoured only if it is the configured URL; anything else is
+                // refused here, before any request is made.
+                if let Some(jku) = header.jku
+                    && Url::parse(jku).ok().as_ref() != Some(remote.url())
+                {
+                    return Err(AuthError::UntrustedJku {
+                        iss: clip(iss),
+                        jku: clip(jku),
+                    });
+                }
+                remote.key(iss, header.kid).await?
+            }
+        };
+        let decoding_key = fit(&key, header.alg, header.kid)?;
+        jws.verify_signature(header.alg, decoding_key)
+            .map_err(|()| AuthError::BadSignature {
+                iss: clip(iss),
+                kid: clip(header.kid),
+            })?;
+        Ok(())
+    }
 }
 
 /// Time rules for the claims, in seconds.
@@ -236,41 +285,7 @@ impl ClientVerifier {
             .get(iss)
             .ok_or_else(|| AuthError::UntrustedIssuer { iss: clip(iss) })?;
 
-        let key = match &issuer.keys {
-            KeySource::Inline(set) => {
-                if let Some(jku) = header.jku {
-                    // No URL is configured for this issuer, so no jku is listed.
-                    return Err(AuthError::UntrustedJku {
-                        iss: clip(iss),
-                        jku: clip(jku),
-                    });
-                }
-                set.get(header.kid).ok_or_else(|| AuthError::UnknownKid {
-                    iss: clip(iss),
-                    kid: clip(header.kid),
-                })?
-            }
-            KeySource::Remote(remote) => {
-                // CDS Hooks 2.0: services SHOULD allow-list jku. A jku is
-                // honoured only if it is the configured URL; anything else is
-                // refused here, before any request is made.
-                if let Some(jku) = header.jku
-                    && Url::parse(jku).ok().as_ref() != Some(remote.url())
-                {
-                    return Err(AuthError::UntrustedJku {
-                        iss: clip(iss),
-                        jku: clip(jku),
-                    });
-                }
-                remote.key(iss, header.kid).await?
-            }
-        };
-        let decoding_key = fit(&key, header.alg, header.kid)?;
-        jws.verify_signature(header.alg, decoding_key)
-            .map_err(|()| AuthError::BadSignature {
-                iss: clip(iss),
-                kid: clip(header.kid),
-            })?;
+        issuer.keys.verify(iss, &header, &jws).await?;
 
         let now = unix_now();
         let checked = check_claims(&claims, expected_aud, now, self.inner.policy)?;
