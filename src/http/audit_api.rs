@@ -111,14 +111,9 @@ pub async fn search(
     let f = filter(&params)?;
     let limit = params.number("limit", 50, 1, 1000)?;
     let offset = params.number("offset", 0, 0, i64::MAX / 2)?;
-    let total = state
+    let (total, rows) = state
         .store
-        .count_predictions(&f)
-        .await
-        .map_err(unexpected)?;
-    let rows = state
-        .store
-        .search_predictions(&f, limit, offset)
+        .search_predictions_page(&f, limit, offset)
         .await
         .map_err(unexpected)?;
     record_access(

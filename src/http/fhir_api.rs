@@ -77,14 +77,9 @@ pub async fn search_risk_assessments(
         until: range.until,
         ..PredictionFilter::default()
     };
-    let total = state
+    let (total, rows) = state
         .store
-        .count_predictions(&filter)
-        .await
-        .map_err(unexpected)?;
-    let rows = state
-        .store
-        .search_predictions(&filter, count, offset)
+        .search_predictions_page(&filter, count, offset)
         .await
         .map_err(unexpected)?;
     record_access(

@@ -259,6 +259,19 @@ impl Store {
         dispatch!(self.count_predictions(filter))
     }
 
+    /// One page of a search and the total number of matches (for paging
+    /// links and `Bundle.total`).
+    pub async fn search_predictions_page(
+        &self,
+        filter: &PredictionFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(i64, Vec<PredictionRow>), StoreError> {
+        let total = self.count_predictions(filter).await?;
+        let rows = self.search_predictions(filter, limit, offset).await?;
+        Ok((total, rows))
+    }
+
     pub async fn get_prediction(&self, id: Uuid) -> Result<Option<PredictionRow>, StoreError> {
         dispatch!(self.get_prediction(id))
     }
