@@ -5,6 +5,10 @@
 #
 #   scripts/bench-radiomics.sh [DATA_DIR]
 #   scripts/bench-radiomics.sh --setup     # only install pyradiomics into the venv
+#   scripts/bench-radiomics.sh --cli [DATA_DIR]
+#       end to end: the whole `oncohooks radiomics` process (release binary:
+#       start, NRRD read + inflate, features, JSON out) timed by hyperfine,
+#       against pyradiomics' execute() on the same file paths
 #
 # DATA_DIR (or $RADIOMICS_FULL_DIR; default ../shared/data/radiomics/full) holds
 # <case>_image.nrrd, <case>_mask.nrrd and <case>_features.json.
@@ -20,7 +24,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SETUP_ONLY=0
+CLI=0
 if [[ "${1:-}" == "--setup" ]]; then SETUP_ONLY=1; shift; fi
+if [[ "${1:-}" == "--cli" ]]; then CLI=1; shift; fi
 DATA="${1:-${RADIOMICS_FULL_DIR:-../shared/data/radiomics/full}}"
 REPS="${RADIOMICS_BENCH_REPS:-15}"
 PY_REPS="${PYRADIOMICS_REPS:-7}"
@@ -108,6 +114,31 @@ for case in ["lung1", "lung2"]:
           f"files_ms={statistics.median(files) * 1e3:.1f} memory_ms={statistics.median(memory) * 1e3:.1f}")
 EOF
 cat "$OUT/pyradiomics.txt"
+
+# --- oncohooks: the CLI process end to end ---------------------------------
+if [[ $CLI == 1 ]]; then
+  command -v hyperfine >/dev/null || { echo "hyperfine is needed (apt-get install hyperfine)" >&2; exit 1; }
+  BIN="${CARGO_TARGET_DIR:-target}/release/oncohooks"
+  cargo build --quiet --release --bin oncohooks
+  echo "== oncohooks radiomics CLI (hyperfine, $REPS runs after 3 warm-ups, median)"
+  for case in lung1 lung2; do
+    img="$DATA/${case}_image.nrrd"; msk="$DATA/${case}_mask.nrrd"
+    # Parity first: the timed command must give the reference features.
+    "$BIN" radiomics --image "$img" --mask "$msk" > "$OUT/$case.json"
+    "$VENV/bin/python" -c '
+import json, sys
+got = json.load(open(sys.argv[1])); ref = json.load(open(sys.argv[2]))["features"]
+bad = [k for k, v in ref.items() if not (abs(got[k] - v) <= 1e-9 or abs(got[k] - v) <= 1e-6 * abs(v))]
+assert len(got) == len(ref) == 107 and not bad, bad' "$OUT/$case.json" "$DATA/${case}_features.json"
+    hyperfine -N -w 3 -r "$REPS" --export-json "$OUT/cli-$case.json" \
+      "$BIN radiomics --image $img --mask $msk" >&2
+    rs=$("$VENV/bin/python" -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]; print(r["median"]*1e3)' "$OUT/cli-$case.json")
+    py=$(grep "PY case=$case " "$OUT/pyradiomics.txt" | sed 's/.*files_ms=\([0-9.]*\).*/\1/')
+    awk -v c="$case" -v p="$py" -v r="$rs" 'BEGIN {
+      printf "%s  end to end (files): pyradiomics %8.1f ms  oncohooks CLI %7.1f ms  x%.1f\n", c, p, r, p / r }'
+  done | tee "$OUT/summary-cli.txt"
+  exit 0
+fi
 
 # --- oncohooks timings -----------------------------------------------------
 echo "== oncohooks (cargo bench --bench radiomics, $REPS runs per figure, median)"

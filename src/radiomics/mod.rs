@@ -304,8 +304,9 @@ pub fn load_mask(path: &Path, label: u8) -> Result<Volume<u8>, RadiomicsError> {
 }
 
 /// Loads the image and mask cropped to the mask's bounding box (what
-/// `extract` would crop to anyway). For NRRD the image is decompressed on a
-/// second thread while the mask is read, and only up to the ROI's last slice;
+/// `extract` would crop to anyway). For NRRD the image file is read on a
+/// second thread while the mask is read, then decompressed only up to the
+/// ROI's last slice;
 /// geometry is checked against the full headers first, so errors are those of
 /// a full load.
 pub fn load_roi_pair(
