@@ -209,18 +209,28 @@ pub fn read_nrrd_f32_region(
 ) -> Result<Volume<f32>, NrrdError> {
     let bytes = read_file(path)?;
     let header = parse_header(path, &bytes)?;
+    let region = check_region(path, region, header.dims)?;
+    decode(path, &bytes, &header, region, |v| v as f32)
+}
+
+/// `region` if it is a non-empty box inside `dims`, else `BadRegion`.
+fn check_region(
+    path: &Path,
+    region: [Range<usize>; 3],
+    dims: [usize; 3],
+) -> Result<[Range<usize>; 3], NrrdError> {
     let ok = region
         .iter()
-        .zip(header.dims)
+        .zip(dims)
         .all(|(r, n)| r.start < r.end && r.end <= n);
     if !ok {
         return Err(NrrdError::BadRegion {
             path: path.to_path_buf(),
             region,
-            dims: header.dims,
+            dims,
         });
     }
-    decode(path, &bytes, &header, region, |v| v as f32)
+    Ok(region)
 }
 
 /// Reads a label map and keeps one label: voxels equal to `label` become 1,
@@ -889,18 +899,7 @@ pub fn read_nrrd_f32_cropped<E: From<NrrdError>>(
     });
     let region = region?;
     let bytes = bytes?;
-    let ok = region
-        .iter()
-        .zip(h.dims)
-        .all(|(r, n)| r.start < r.end && r.end <= n);
-    if !ok {
-        return Err(NrrdError::BadRegion {
-            path: path.to_path_buf(),
-            region,
-            dims: h.dims,
-        }
-        .into());
-    }
+    let region = check_region(path, region, h.dims)?;
     // The header of the whole file (same bytes as the one read above, but
     // parsed from the buffer so that offsets refer to it).
     let h = parse_header(path, &bytes)?;
