@@ -387,7 +387,7 @@ async fn score(
     explain: bool,
 ) -> anyhow::Result<Value> {
     // Offline: no database, so no imaging cache (CT counts as missing).
-    let engine = build_engine(settings, None)?;
+    let engine = build_engine(settings, None, None)?;
     let (service, req) = engine.parse(service_id, body)?;
     let outcome = engine
         .evaluate(service.as_ref(), &req, tokio::time::Instant::now(), None)

@@ -44,21 +44,28 @@ const WORKER_DRAIN: Duration = Duration::from_secs(20);
 /// Load the services this server offers from the configured folder
 /// (falling back to the definitions embedded in the binary). `imaging`:
 /// the imaging cache and job queue (`None` offline: CT counts as missing).
+/// `notes_store`: the shared note-embedding cache (`None` offline: notes are
+/// embedded inline).
 pub fn build_registry(
     settings: &Settings,
     imaging: Option<ImagingCache>,
+    notes_store: Option<Store>,
 ) -> anyhow::Result<Registry> {
-    let cachexia = services::cachexia::CachexiaService::load(settings, imaging)
+    let cachexia = services::cachexia::CachexiaService::load(settings, imaging, notes_store)
         .context("loading the cachexia-risk service")?;
     Ok(Registry::new(vec![Arc::new(cachexia)]))
 }
 
 /// The pipeline without the HTTP server (also used by `oncohooks score`,
-/// with no imaging cache).
-pub fn build_engine(settings: &Settings, imaging: Option<ImagingCache>) -> anyhow::Result<Engine> {
+/// with no imaging cache and no note-embedding cache).
+pub fn build_engine(
+    settings: &Settings,
+    imaging: Option<ImagingCache>,
+    notes_store: Option<Store>,
+) -> anyhow::Result<Engine> {
     let deadline = Duration::from_millis(settings.server.hook_deadline_ms);
     Ok(Engine {
-        registry: build_registry(settings, imaging)?,
+        registry: build_registry(settings, imaging, notes_store)?,
         fhir: Some(FhirClient::new(http_client(deadline), &settings.fhir)),
         fhir_deadline: deadline,
         index_date: settings.scoring.index_date,
@@ -91,7 +98,7 @@ impl Application {
             .context("configuring access tokens ([access])")?;
         let imaging = ImagingCache::new(store.clone(), &settings.imaging)
             .context("configuring imaging (imaging.dicomweb)")?;
-        let engine = build_engine(&settings, Some(imaging))?;
+        let engine = build_engine(&settings, Some(imaging), Some(store.clone()))?;
         let imaging_workers = match settings.imaging.workers_in_serve {
             0 => None,
             n => {

@@ -202,3 +202,28 @@ fn patient_notes_pool_into_one_vector_or_none() {
     assert!(max_abs_diff(&one, &enc.embed_document(notes[0]).unwrap()) <= BATCH_TOL);
     assert!(max_abs_diff(&one, &pooled) > 1e-3, "the second note counts");
 }
+
+#[test]
+fn training_batches_many_patients_notes_into_the_same_vectors_as_one_patient_at_a_time() {
+    use oncohooks::ml::cachexia::NotesEmbedder;
+    let enc = encoder();
+    let t = texts();
+    let patients: Vec<Vec<String>> = vec![
+        vec![t[0].to_owned(), t[1].to_owned()],
+        vec![],
+        vec!["  ".to_owned()],
+        t.iter().map(|s| s.to_string()).collect(),
+        vec![t[2].to_owned()],
+    ];
+    let batched = enc.embed_patients(&patients).unwrap();
+    assert_eq!(batched.len(), patients.len());
+    for (p, b) in patients.iter().zip(&batched) {
+        let one = NotesEmbedder::embed_patient_notes(enc, p).unwrap();
+        match (one, b) {
+            (None, None) => {}
+            (Some(a), Some(b)) => assert!(max_abs_diff(&a, b) <= 1e-5),
+            (a, b) => panic!("{a:?} vs {b:?}"),
+        }
+    }
+    assert!(batched[1].is_none() && batched[2].is_none());
+}

@@ -61,6 +61,10 @@ pub struct ModelsSettings {
     pub text_encoder_dir: PathBuf,
     /// Threads of the text encoder's own inference pool.
     pub text_encoder_threads: usize,
+    /// Word pieces of new (uncached) notes a hook may embed inline; the
+    /// rest are queued and count as missing until embedded (issue 4 §6).
+    /// 0: never inline.
+    pub notes_inline_token_budget: usize,
 }
 
 impl Default for ModelsSettings {
@@ -68,6 +72,7 @@ impl Default for ModelsSettings {
         Self {
             text_encoder_dir: crate::ml::text_encoder::default_dir(),
             text_encoder_threads: 2,
+            notes_inline_token_budget: 512,
         }
     }
 }
@@ -422,6 +427,7 @@ mod tests {
             Path::new("models/all-MiniLM-L6-v2")
         );
         assert_eq!(s.models.text_encoder_threads, 2);
+        assert_eq!(s.models.notes_inline_token_budget, 512);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::notes::{NotesOutcome, NotesPipeline};
 use super::{
     CdsService, Evaluation, FeatureValue, KeySource, Prediction, ServiceDefinition, ServiceError,
     ServiceInput,
@@ -36,7 +37,9 @@ use crate::features::cachexia::{self as features, Modality};
 use crate::imaging::ImagingCache;
 use crate::imaging::cache::{CtFinding, CtRules, CtStatus, ct_studies, resolve_offline};
 use crate::imaging::jobs::{BodyCompositionOutcome, PIPELINE_VERSION, SliceLocator};
-use crate::ml::cachexia::{CachexiaEnsemble, ModelPrediction, NotesEmbedder, RawInputs};
+use crate::ml::cachexia::{CachexiaEnsemble, ModelPrediction, RawInputs};
+use crate::ml::{TextEncoder, TextEncoderOptions};
+use crate::store::Store;
 
 pub const SERVICE_ID: &str = "cachexia-risk";
 const EMBEDDED_DEFINITION: &str = include_str!("../../cds-hooks/cachexia-risk/service.toml");
@@ -56,29 +59,82 @@ pub struct CachexiaService {
     imaging: Option<ImagingCache>,
     /// The multimodal ensemble, loaded once at start-up.
     model: Option<Arc<CachexiaEnsemble>>,
-    /// The notes encoder; `None` → the notes modality is missing.
-    notes: Option<Arc<dyn NotesEmbedder>>,
+    /// The notes pipeline (MiniLM + embedding cache); `None` → the notes
+    /// modality is missing, for the reason in `notes_unavailable`.
+    notes: Option<NotesPipeline>,
+    notes_unavailable: &'static str,
 }
 
 impl CachexiaService {
-    pub fn load(settings: &Settings, imaging: Option<ImagingCache>) -> anyhow::Result<Self> {
+    /// `notes_store`: the note-embedding cache shared by replicas (`None`
+    /// offline: every note is embedded inline).
+    pub fn load(
+        settings: &Settings,
+        imaging: Option<ImagingCache>,
+        notes_store: Option<Store>,
+    ) -> anyhow::Result<Self> {
         let definition =
             ServiceDefinition::load(&settings.services.dir, SERVICE_ID, EMBEDDED_DEFINITION)?;
         let model = load_model(&definition);
-        Ok(Self::new(definition, settings.clinical.clone())?
+        let mut service = Self::new(definition, settings.clinical.clone())?
             .with_imaging(imaging)
-            .with_model(model))
+            .with_model(model);
+        // The encoder (91 MB) is loaded only for a model that reads notes.
+        if service.model_uses_notes() {
+            match load_text_encoder(settings) {
+                Ok(encoder) => {
+                    let pipeline = NotesPipeline::start(
+                        Arc::new(encoder),
+                        notes_store,
+                        settings.models.notes_inline_token_budget,
+                    );
+                    service = service.with_notes(Some(pipeline));
+                }
+                Err(e) => {
+                    // Said once, here: every card then says notes are missing.
+                    tracing::warn!(
+                        error = %format!("{e:#}"),
+                        dir = %settings.models.text_encoder_dir.display(),
+                        "Text encoder not loaded; clinical notes count as a missing modality (scripts/setup-models.sh installs it)"
+                    );
+                    service.notes_unavailable = "no text encoder is installed on this server";
+                }
+            }
+        }
+        Ok(service)
+    }
+
+    /// Whether the loaded model was trained with the notes modality.
+    pub fn model_uses_notes(&self) -> bool {
+        self.model
+            .as_ref()
+            .is_some_and(|m| m.meta.uses(Modality::Notes))
+    }
+
+    /// Use a notes pipeline. A model trained on another encoder's vectors
+    /// (its `notes_embedder` differs from the pipeline's identity) is never
+    /// fed these: notes then count as missing, and the log says so once.
+    pub fn with_notes(mut self, notes: Option<NotesPipeline>) -> Self {
+        self.notes = None;
+        if let (Some(p), Some(m)) = (notes, &self.model) {
+            if m.meta.notes_embedder.as_deref() == Some(p.identity()) {
+                self.notes = Some(p);
+            } else {
+                tracing::warn!(
+                    model_encoder = m.meta.notes_embedder.as_deref().unwrap_or("none"),
+                    encoder = p.identity(),
+                    "The installed text encoder is not the one the cachexia model was trained with; notes count as missing"
+                );
+                self.notes_unavailable =
+                    "the installed text encoder differs from the one the model was trained with";
+            }
+        }
+        self
     }
 
     /// Use (or stop using) the multimodal model.
     pub fn with_model(mut self, model: Option<Arc<CachexiaEnsemble>>) -> Self {
         self.model = model;
-        self
-    }
-
-    /// Use a notes encoder (the MiniLM text encoder in production).
-    pub fn with_notes_embedder(mut self, notes: Option<Arc<dyn NotesEmbedder>>) -> Self {
-        self.notes = notes;
         self
     }
 
@@ -99,8 +155,28 @@ impl CachexiaService {
             imaging: None,
             model: None,
             notes: None,
+            notes_unavailable: "no text encoder is configured",
         })
     }
+}
+
+fn load_text_encoder(settings: &Settings) -> anyhow::Result<TextEncoder> {
+    let started = Instant::now();
+    let opts = TextEncoderOptions {
+        threads: settings.models.text_encoder_threads,
+        ..TextEncoderOptions::default()
+    };
+    let enc = TextEncoder::load_with(
+        &settings.models.text_encoder_dir,
+        &candle_core::Device::Cpu,
+        &opts,
+    )?;
+    tracing::info!(
+        encoder = enc.identity(),
+        load_ms = started.elapsed().as_secs_f64() * 1e3,
+        "Loaded the notes text encoder"
+    );
+    Ok(enc)
 }
 
 /// The model folder named by `service.toml` (`model = "model"`). A missing
@@ -167,6 +243,10 @@ impl CdsService for CachexiaService {
             (Some(model), true) => Some(self.predict(model, &timeline).await?),
             _ => None,
         };
+        let (ml, notes) = match ml {
+            Some((p, n)) => (Some(p), n),
+            None => (None, None),
+        };
         let inference_ms = started.elapsed().as_secs_f64() * 1e3;
 
         let baselines =
@@ -227,6 +307,8 @@ impl CdsService for CachexiaService {
                 review_suggested: p.review_suggested,
                 result: json!({
                     "model": p,
+                    // What the notes pipeline did (counts, never text).
+                    "notes": notes,
                     "classic_indices": classic_result,
                     // Same places as without the model (the imaging audit reads them).
                     "ct_body_composition": ct,
@@ -253,7 +335,7 @@ impl CdsService for CachexiaService {
                 &risk,
                 &features,
                 &ct,
-                ml.as_ref(),
+                ml.as_ref().map(|p| (p, notes.as_ref())),
             )]
         } else {
             Vec::new()
@@ -322,45 +404,47 @@ fn factor_label(name: &str) -> String {
 }
 
 impl CachexiaService {
-    /// Model inference (and note embedding, when an encoder is configured)
-    /// on the blocking pool: CPU work never runs on the async workers.
+    /// The notes vector (cache, inline budget, queue: `services::notes`),
+    /// then model inference on the blocking pool: CPU work never runs on
+    /// the async workers.
     async fn predict(
         &self,
         model: &Arc<CachexiaEnsemble>,
         t: &Timeline,
-    ) -> Result<ModelPrediction, ServiceError> {
+    ) -> Result<(ModelPrediction, Option<NotesOutcome>), ServiceError> {
         let model = Arc::clone(model);
-        let embedder = self
-            .notes
-            .clone()
-            .filter(|_| model.meta.uses(Modality::Notes));
-        let texts = RawInputs::note_texts(t);
         let mut raw = RawInputs::from_timeline(t, None);
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
-            if let Some(e) = embedder.filter(|_| !texts.is_empty()) {
-                match e.embed_patient_notes(&texts) {
-                    Ok(v) => {
-                        raw.notes = v.filter(|v| {
-                            v.len() == crate::ml::cachexia::inputs::NOTES_DIM
-                                && v.iter().all(|x| x.is_finite())
-                        })
-                    }
-                    // Notes then count as missing; the card says so.
-                    Err(err) => tracing::warn!(error = %err, "Embedding the notes failed"),
-                }
+        let notes = match &self.notes {
+            Some(p) if !t.notes.is_empty() => {
+                let texts = t.notes.iter().map(|n| (n.date, n.text.clone())).collect();
+                let outcome = p.patient_vector(texts).await;
+                raw.notes = outcome.vector.clone().filter(|v| {
+                    v.len() == crate::ml::cachexia::inputs::NOTES_DIM
+                        && v.iter().all(|x| x.is_finite())
+                });
+                Some(outcome)
             }
+            _ => None,
+        };
+        let span = tracing::Span::current();
+        let p = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             model.predict(&raw)
         })
         .await
         .map_err(|e| ServiceError::Inference(e.to_string()))?
-        .map_err(|e| ServiceError::Inference(e.to_string()))
+        .map_err(|e| ServiceError::Inference(e.to_string()))?;
+        Ok((p, notes))
     }
 
     /// The model part of the card detail: risk, interval, confidence, the
     /// review gate, modalities, and the model-computed factors.
-    fn model_detail(&self, p: &ModelPrediction, t: &Timeline) -> String {
+    fn model_detail(
+        &self,
+        p: &ModelPrediction,
+        notes: Option<&NotesOutcome>,
+        t: &Timeline,
+    ) -> String {
         let mut md = String::new();
         let _ = writeln!(
             md,
@@ -392,17 +476,31 @@ impl CachexiaService {
             }
         };
         let _ = writeln!(md, "- Modalities used: {}.", labels(&p.modalities_used));
+        if let Some(n) = notes.filter(|n| n.used() > 0 && n.used() < n.notes) {
+            let _ = writeln!(
+                md,
+                "- Notes: {} of {} used; {} queued for embedding in the background (used from the next view), {} not embedded.",
+                n.used(),
+                n.notes,
+                n.queued,
+                n.failed
+            );
+        }
         let mut missing: Vec<String> = p
             .modalities_missing
             .iter()
             .map(|m| {
                 if *m == Modality::Notes && !t.notes.is_empty() {
-                    let why = match &self.model {
-                        Some(model) if !model.meta.uses(Modality::Notes) => {
-                            "this model version was trained without notes"
+                    let why = match (&self.model, notes) {
+                        (Some(model), _) if !model.meta.uses(Modality::Notes) => {
+                            "this model version was trained without notes".to_owned()
                         }
-                        _ if self.notes.is_none() => "no text encoder is configured",
-                        _ => "the notes could not be embedded",
+                        (_, None) => self.notes_unavailable.to_owned(),
+                        (_, Some(n)) if n.queued > 0 => format!(
+                            "{} queued for embedding in the background; the next view will use them",
+                            n.queued
+                        ),
+                        _ => "the notes could not be embedded".to_owned(),
                     };
                     format!(
                         "{} ({} on record, not used: {why})",
@@ -505,8 +603,12 @@ impl CachexiaService {
         risk: &ClassicRisk,
         features: &[FeatureValue],
         ct: &[CtFinding],
-        ml: Option<&ModelPrediction>,
+        ml: Option<(&ModelPrediction, Option<&NotesOutcome>)>,
     ) -> Card {
+        let (ml, notes) = match ml {
+            Some((p, n)) => (Some(p), n),
+            None => (None, None),
+        };
         let classic_indicator = match risk.level {
             RiskLevel::High => Indicator::Critical,
             RiskLevel::Elevated => Indicator::Warning,
@@ -566,7 +668,8 @@ impl CachexiaService {
 
         let mut b = CardBuilder::new(&summary, indicator, source)
             .detail(
-                ml.map(|p| self.model_detail(p, t)).unwrap_or_default()
+                ml.map(|p| self.model_detail(p, notes, t))
+                    .unwrap_or_default()
                     + &detail(
                         t,
                         a,

@@ -14,7 +14,10 @@ struct ModelCard {
 }
 
 async fn model_card(app: &crate::helpers::TestApp, rel: &str) -> ModelCard {
-    let resp = app.post_hook("cachexia-risk", &fixture(rel)).await;
+    let mut body = fixture(rel);
+    // Each call its own hook instance, as an EHR sends it.
+    body["hookInstance"] = Value::from(uuid::Uuid::new_v4().to_string());
+    let resp = app.post_hook("cachexia-risk", &body).await;
     assert_eq!(resp.status(), 200);
     let model_version = resp
         .headers()
@@ -131,5 +134,131 @@ async fn without_a_model_folder_the_classic_card_still_works() {
     );
     assert!(c.detail.contains("Fearon 2011 | cachexia"));
     assert!(c.model_version.starts_with("cachexia-classic-indices/"));
+    app.cleanup().await;
+}
+
+/// The `cachexia-risk` folder with the shipped weights, its `model.json`
+/// edited to say the model reads notes from the installed MiniLM. Only the
+/// serving path is under test here (cache, budget, queue, card): the
+/// shipped weights' notes encoder was never trained, so the risk itself
+/// means nothing.
+fn services_with_a_notes_model() -> tempfile::TempDir {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let services = tempfile::tempdir().unwrap();
+    let svc = services.path().join("cachexia-risk");
+    let src = root.join("cds-hooks/cachexia-risk");
+    std::fs::create_dir_all(svc.join("model")).unwrap();
+    for f in ["service.toml", "model-card.md"] {
+        std::fs::copy(src.join(f), svc.join(f)).unwrap();
+    }
+    for e in std::fs::read_dir(src.join("model")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), svc.join("model").join(e.file_name())).unwrap();
+    }
+    let encoder = oncohooks::ml::TextEncoder::load(
+        &root.join("models/all-MiniLM-L6-v2"),
+        &candle_core::Device::Cpu,
+    )
+    .expect("run scripts/setup-models.sh");
+    let meta_path = svc.join("model/model.json");
+    let mut meta: Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    let mods = meta["trained_modalities"].as_array_mut().unwrap();
+    if !mods.iter().any(|m| m == "notes") {
+        mods.push(Value::from("notes"));
+    }
+    meta["notes_embedder"] = Value::from(encoder.identity());
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    services
+}
+
+fn stored_note_vectors(
+    app: &crate::helpers::TestApp,
+) -> impl std::future::Future<Output = i64> + '_ {
+    app.db.count("note_embeddings")
+}
+
+#[tokio::test]
+async fn a_model_trained_with_notes_gets_them_embedded_inline_then_from_the_cache() {
+    let services = services_with_a_notes_model();
+    let dir = services.path().to_owned();
+    let app = spawn_app_with(Backend::Sqlite, move |s| s.services.dir = dir).await;
+    let c = model_card(&app, "hooks/cachexia-full.json").await;
+    assert!(
+        c.detail.contains("Modalities used: demographics and disease status, laboratory results, weight history, CT body composition, clinical notes."),
+        "{}",
+        c.detail
+    );
+    // Embedded inline (within the default budget), then cached in the
+    // background for every later hook and replica.
+    app.wait_for("note vectors cached", || async {
+        stored_note_vectors(&app).await >= 1
+    })
+    .await;
+    let cached = stored_note_vectors(&app).await;
+    let again = model_card(&app, "hooks/cachexia-full.json").await;
+    assert!(
+        again
+            .detail
+            .contains("CT body composition, clinical notes.")
+    );
+    // Same notes, same vectors: the same risk, and nothing new embedded.
+    assert_eq!(again.summary, c.summary);
+    assert_eq!(stored_note_vectors(&app).await, cached);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn notes_over_the_inline_budget_are_queued_treated_as_missing_and_used_once_embedded() {
+    let services = services_with_a_notes_model();
+    let dir = services.path().to_owned();
+    let app = spawn_app_with(Backend::Sqlite, move |s| {
+        s.services.dir = dir;
+        s.models.notes_inline_token_budget = 0;
+    })
+    .await;
+    let first = model_card(&app, "hooks/cachexia-full.json").await;
+    assert!(
+        first
+            .detail
+            .contains("queued for embedding in the background; the next view will use them"),
+        "{}",
+        first.detail
+    );
+    assert!(
+        first.detail.contains("Modalities used: demographics and disease status, laboratory results, weight history, CT body composition."),
+        "{}",
+        first.detail
+    );
+    app.wait_for("queued notes embedded and cached", || async {
+        stored_note_vectors(&app).await >= 1
+    })
+    .await;
+    let later = model_card(&app, "hooks/cachexia-full.json").await;
+    assert!(
+        later
+            .detail
+            .contains("CT body composition, clinical notes."),
+        "{}",
+        later.detail
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_the_text_encoder_notes_are_missing_and_the_card_says_why() {
+    let services = services_with_a_notes_model();
+    let dir = services.path().to_owned();
+    let app = spawn_app_with(Backend::Sqlite, move |s| {
+        s.services.dir = dir;
+        s.models.text_encoder_dir = "/nonexistent/all-MiniLM-L6-v2".into();
+    })
+    .await;
+    let c = model_card(&app, "hooks/cachexia-full.json").await;
+    assert!(
+        c.detail
+            .contains("not used: no text encoder is installed on this server"),
+        "{}",
+        c.detail
+    );
     app.cleanup().await;
 }

@@ -1,10 +1,14 @@
 //! `oncohooks train cachexia` and `oncohooks evaluate cachexia`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use candle_core::Device;
 use clap::Args;
+
+use crate::features::cachexia::Modality;
+use crate::ml::{TextEncoder, TextEncoderOptions};
 
 use super::ensemble::CachexiaEnsemble;
 use super::inputs::NotesEmbedder;
@@ -38,6 +42,12 @@ pub struct TrainArgs {
     /// bit-identical either way.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Train with the notes modality, embedded by the all-MiniLM-L6-v2
+    /// folder given here (`models/all-MiniLM-L6-v2` after
+    /// scripts/setup-models.sh). Without it the model never sees notes.
+    /// Vectors are cached in `<cohort>/note-embeddings/`.
+    #[arg(long)]
+    pub text_encoder: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +65,11 @@ pub struct EvaluateArgs {
     pub record: bool,
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// The text encoder for a model trained with notes (default
+    /// `models/all-MiniLM-L6-v2`); it must be the encoder the model was
+    /// trained with.
+    #[arg(long)]
+    pub text_encoder: Option<PathBuf>,
 }
 
 fn pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
@@ -64,11 +79,20 @@ fn pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
         .context("starting the thread pool")
 }
 
-/// The notes encoder for training and evaluation. None until the MiniLM
-/// text encoder is wired in; the notes modality is then missing for every
-/// patient and the trained model records that it never saw notes.
-fn notes_embedder() -> Option<Box<dyn NotesEmbedder>> {
-    None
+/// The MiniLM encoder in `dir`, on its own pool of `threads`.
+fn text_encoder(dir: &Path, threads: usize) -> anyhow::Result<Box<dyn NotesEmbedder>> {
+    let opts = TextEncoderOptions {
+        threads: threads.max(1),
+        ..TextEncoderOptions::default()
+    };
+    let enc = TextEncoder::load_with(dir, &Device::Cpu, &opts).with_context(|| {
+        format!(
+            "loading the text encoder in {} (scripts/setup-models.sh installs it)",
+            dir.display()
+        )
+    })?;
+    eprintln!("notes embedded by {}", enc.identity());
+    Ok(Box::new(enc))
 }
 
 pub fn train_command(args: TrainArgs) -> anyhow::Result<()> {
@@ -82,7 +106,10 @@ pub fn train_command(args: TrainArgs) -> anyhow::Result<()> {
             "hint: run with CANDLE_NUM_THREADS=1 for faster training on a busy machine (results are identical)"
         );
     }
-    let embedder = notes_embedder();
+    let embedder = match &args.text_encoder {
+        Some(dir) => Some(text_encoder(dir, args.threads)?),
+        None => None,
+    };
     let ds = pool(args.threads)?.install(|| {
         dataset::load(&args.cohort, embedder.as_deref(), true)
             .with_context(|| format!("reading the cohort in {}", args.cohort.display()))
@@ -112,7 +139,27 @@ pub fn train_command(args: TrainArgs) -> anyhow::Result<()> {
 pub fn evaluate_command(args: EvaluateArgs) -> anyhow::Result<()> {
     let model = CachexiaEnsemble::load(&args.model)
         .with_context(|| format!("loading the model in {}", args.model.display()))?;
-    let embedder = notes_embedder();
+    // A model trained with notes is evaluated with the same encoder's
+    // vectors; feeding it no notes would understate it, another encoder's
+    // would be meaningless.
+    let embedder = match &model.meta.notes_embedder {
+        Some(trained_with) if model.meta.uses(Modality::Notes) => {
+            let dir = args
+                .text_encoder
+                .clone()
+                .unwrap_or_else(crate::ml::text_encoder::default_dir);
+            let e = text_encoder(&dir, args.threads)?;
+            if &e.id() != trained_with {
+                anyhow::bail!(
+                    "the model was trained with notes from {trained_with}, but {} holds {}",
+                    dir.display(),
+                    e.id()
+                );
+            }
+            Some(e)
+        }
+        _ => None,
+    };
     let out = args.out.unwrap_or_else(|| args.model.join("evaluation"));
     pool(args.threads)?.install(|| {
         let ds = dataset::load(&args.cohort, embedder.as_deref(), true)

@@ -141,6 +141,9 @@ fn notes_digest(notes: &[String]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Patients per `embed_patients` call while reading a cohort.
+const EMBED_CHUNK: usize = 64;
+
 /// Read a cohort folder (see `synth::read_cohort`) with its `labels.csv`.
 pub fn load(
     dir: &Path,
@@ -190,23 +193,43 @@ pub fn load(
     if let Some(e) = embedder {
         let mut cache = EmbeddingCache::open(dir, &e.id())?;
         let total = timelines.len();
+        // Patients whose vectors are not cached, embedded in chunks so the
+        // encoder batches many notes per forward pass.
+        let mut todo: Vec<(usize, [u8; 32], Vec<String>)> = Vec::new();
         for (i, (t, _)) in timelines.iter().enumerate() {
             let texts = RawInputs::note_texts(t);
             if texts.is_empty() {
                 continue;
             }
             let k = notes_digest(&texts);
-            if let Some(v) = cache.map.get(&k) {
-                notes[i] = Some(v.clone());
-                continue;
+            match cache.map.get(&k) {
+                Some(v) => notes[i] = Some(v.clone()),
+                None => todo.push((i, k, texts)),
             }
-            if let Some(v) = e.embed_patient_notes(&texts).map_err(DatasetError::Embed)? {
-                cache.map.insert(k, v.clone());
-                cache.dirty = true;
-                notes[i] = Some(v);
+        }
+        let started = std::time::Instant::now();
+        let mut done = 0;
+        for chunk in todo.chunks(EMBED_CHUNK) {
+            let texts: Vec<Vec<String>> = chunk.iter().map(|(_, _, t)| t.clone()).collect();
+            let vectors = e.embed_patients(&texts).map_err(DatasetError::Embed)?;
+            for ((i, k, _), v) in chunk.iter().zip(vectors) {
+                if let Some(v) = v {
+                    cache.map.insert(*k, v.clone());
+                    cache.dirty = true;
+                    notes[*i] = Some(v);
+                }
             }
-            if progress && (i % 200 == 0 || i + 1 == total) {
-                eprint!("\rembedding notes: patient {}/{total}", i + 1);
+            done += chunk.len();
+            // A long first run keeps what it has embedded if stopped.
+            if done % (EMBED_CHUNK * 40) == 0 {
+                cache.save()?;
+            }
+            if progress {
+                eprint!(
+                    "\rembedding notes: {done}/{} patients not cached ({total} in all), {:.0} s",
+                    todo.len(),
+                    started.elapsed().as_secs_f64()
+                );
             }
         }
         if progress {

@@ -44,6 +44,52 @@ pub trait NotesEmbedder: Send + Sync {
     fn id(&self) -> String;
     /// `None` when there is nothing to embed.
     fn embed_patient_notes(&self, notes: &[String]) -> anyhow::Result<Option<Vec<f32>>>;
+
+    /// [`Self::embed_patient_notes`] for many patients at once; an encoder
+    /// may batch their notes together (same vectors, faster).
+    fn embed_patients(&self, patients: &[Vec<String>]) -> anyhow::Result<Vec<Option<Vec<f32>>>> {
+        patients
+            .iter()
+            .map(|n| self.embed_patient_notes(n))
+            .collect()
+    }
+}
+
+/// The production encoder: each note through `embed_document`, pooled
+/// (`TextEncoder::embed_patient_notes`); the serving path
+/// (`services::notes`) pools cached per-note vectors the same way.
+impl NotesEmbedder for crate::ml::TextEncoder {
+    fn id(&self) -> String {
+        self.identity().to_owned()
+    }
+
+    fn embed_patient_notes(&self, notes: &[String]) -> anyhow::Result<Option<Vec<f32>>> {
+        let notes: Vec<&str> = notes.iter().map(String::as_str).collect();
+        Ok(crate::ml::TextEncoder::embed_patient_notes(self, &notes)?)
+    }
+
+    /// All the patients' notes in one `embed_documents` call (sorted into
+    /// length-matched batches there), then pooled per patient exactly as
+    /// `embed_patient_notes` pools them.
+    fn embed_patients(&self, patients: &[Vec<String>]) -> anyhow::Result<Vec<Option<Vec<f32>>>> {
+        let mut texts = Vec::new();
+        let mut owner = Vec::new();
+        for (i, notes) in patients.iter().enumerate() {
+            for n in notes.iter().filter(|n| !n.trim().is_empty()) {
+                texts.push(n.as_str());
+                owner.push(i);
+            }
+        }
+        let vectors = self.embed_documents(&texts)?;
+        let mut per_patient: Vec<Vec<Vec<f32>>> = vec![Vec::new(); patients.len()];
+        for (v, i) in vectors.into_iter().zip(owner) {
+            per_patient[i].push(v);
+        }
+        Ok(per_patient
+            .iter()
+            .map(|vs| crate::ml::pool_embeddings(vs))
+            .collect())
+    }
 }
 
 const CANCER_TYPES: [CancerType; 10] = [

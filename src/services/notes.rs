@@ -1,0 +1,538 @@
+//! A patient's notes → the notes vector the cachexia model takes, within a
+//! hook's deadline (issue 4 §6).
+//!
+//! A 256-token note costs all-MiniLM-L6-v2 several GFLOP, so each note's
+//! vector is cached by the SHA-256 of its exact text and the encoder
+//! identity, in the database every replica shares
+//! (`store::embeddings`). A hook:
+//! 1. looks up the vectors of its notes in the cache (one query);
+//! 2. embeds the uncached ones inline, newest first, while their word pieces
+//!    fit `[models] notes_inline_token_budget`;
+//! 3. hands the rest to a bounded background queue, which embeds and caches
+//!    them, and meanwhile treats them as missing (the card says so);
+//! 4. pools the vectors it has exactly as training does
+//!    (`TextEncoder::embed_patient_notes`: mean of the note vectors, every
+//!    copy of a repeated note counted, re-normalised).
+//!
+//! Without a store (offline `oncohooks score`) nothing can be queued for
+//! later, so every note is embedded inline.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::ml::{TextEncoder, note_digest, pool_embeddings};
+use crate::store::Store;
+use crate::store::embeddings::NoteEmbedding;
+
+/// Notes waiting in the background queue, at most (in batches of one
+/// hook's deferred notes). A full queue drops the batch; those notes are
+/// queued again by the next hook that sees them.
+const QUEUE_BATCHES: usize = 256;
+
+/// What the pipeline did with one patient's notes; stored with the
+/// prediction (`result.notes`) and summarised on the card. Counts only, never
+/// text.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NotesOutcome {
+    /// Notes with text on record (blank ones are not notes).
+    pub notes: usize,
+    /// Vectors found in the cache.
+    pub cached: usize,
+    /// Embedded during this hook.
+    pub embedded_inline: usize,
+    /// Word pieces embedded during this hook.
+    pub inline_tokens: usize,
+    /// Left for the background queue (missing for this hook).
+    pub queued: usize,
+    /// Neither cached nor embedded nor queued (the queue was full, or the
+    /// encoder failed); missing for this hook.
+    pub failed: usize,
+    /// The encoder identity the vectors belong to.
+    pub encoder: String,
+    /// The pooled vector; `None` when no note has one (notes missing).
+    #[serde(skip)]
+    pub vector: Option<Vec<f32>>,
+}
+
+impl NotesOutcome {
+    /// Notes whose vectors went into the pooled vector.
+    pub fn used(&self) -> usize {
+        self.cached + self.embedded_inline
+    }
+}
+
+/// The notes pipeline; cheap to clone (one shared encoder, queue and cache).
+#[derive(Clone)]
+pub struct NotesPipeline {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    encoder: Arc<TextEncoder>,
+    store: Option<Store>,
+    inline_token_budget: usize,
+    queue: Option<mpsc::Sender<Vec<PendingNote>>>,
+    /// Digests queued and not yet cached: a note seen by many hooks while it
+    /// waits is queued once.
+    pending: Arc<Mutex<HashSet<String>>>,
+}
+
+struct PendingNote {
+    digest: String,
+    text: String,
+}
+
+impl NotesPipeline {
+    /// Starts the pipeline. With a store and inside a Tokio runtime, the
+    /// background embedder starts too; it stops when the last clone of the
+    /// pipeline is dropped.
+    pub fn start(
+        encoder: Arc<TextEncoder>,
+        store: Option<Store>,
+        inline_token_budget: usize,
+    ) -> Self {
+        let pending = Arc::new(Mutex::new(HashSet::new()));
+        let queue = match (&store, tokio::runtime::Handle::try_current()) {
+            (Some(store), Ok(rt)) => {
+                let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
+                rt.spawn(drain(
+                    rx,
+                    Arc::clone(&encoder),
+                    store.clone(),
+                    Arc::clone(&pending),
+                ));
+                Some(tx)
+            }
+            _ => None,
+        };
+        Self {
+            inner: Arc::new(Inner {
+                encoder,
+                store,
+                inline_token_budget,
+                queue,
+                pending,
+            }),
+        }
+    }
+
+    /// The encoder identity (`TextEncoder::identity`): a model trained on
+    /// another encoder's vectors must not be fed these.
+    pub fn identity(&self) -> &str {
+        self.inner.encoder.identity()
+    }
+
+    /// The notes vector of one patient. `notes`: (date, text) of each note,
+    /// in any order. Never fails: what cannot be embedded now counts as
+    /// missing, and the outcome says how much.
+    pub async fn patient_vector(&self, notes: Vec<(Option<NaiveDate>, String)>) -> NotesOutcome {
+        let inner = &self.inner;
+        let identity = inner.encoder.identity().to_owned();
+        let mut notes: Vec<(Option<NaiveDate>, String, String)> = notes
+            .into_iter()
+            .filter(|(_, t)| !t.trim().is_empty())
+            .map(|(d, t)| {
+                let digest = note_digest(&t);
+                (d, t, digest)
+            })
+            .collect();
+        let mut outcome = NotesOutcome {
+            notes: notes.len(),
+            encoder: identity.clone(),
+            ..NotesOutcome::default()
+        };
+        if notes.is_empty() {
+            return outcome;
+        }
+        // Newest first: when the budget runs out, the oldest notes wait.
+        // Undated notes last. A stable sort keeps the record's order within
+        // a date.
+        notes.sort_by_key(|n| std::cmp::Reverse(n.0));
+
+        let mut unique: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        for (_, _, d) in &notes {
+            if seen.insert(d.clone()) {
+                unique.push(d.clone());
+            }
+        }
+        let mut vectors: HashMap<String, Vec<f32>> = match &inner.store {
+            Some(store) => match store.get_note_embeddings(&identity, &unique).await {
+                Ok(found) => found
+                    .into_iter()
+                    .filter(|(_, v)| v.len() == inner.encoder.dim())
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Reading cached note embeddings failed; embedding what the budget allows");
+                    HashMap::new()
+                }
+            },
+            None => HashMap::new(),
+        };
+        let cached_digests: HashSet<String> = vectors.keys().cloned().collect();
+
+        // The uncached notes, once each, newest first.
+        let mut todo: Vec<PendingNote> = Vec::new();
+        let mut listed = HashSet::new();
+        for (_, text, digest) in &notes {
+            if !vectors.contains_key(digest) && listed.insert(digest.clone()) {
+                todo.push(PendingNote {
+                    digest: digest.clone(),
+                    text: text.clone(),
+                });
+            }
+        }
+
+        let mut deferred = Vec::new();
+        if !todo.is_empty() {
+            // Without a store there is no "later": embed everything.
+            let budget = if inner.store.is_some() {
+                inner.inline_token_budget
+            } else {
+                usize::MAX
+            };
+            let encoder = Arc::clone(&inner.encoder);
+            let span = tracing::Span::current();
+            let inline = tokio::task::spawn_blocking(move || {
+                let _entered = span.enter();
+                embed_within_budget(&encoder, todo, budget)
+            })
+            .await;
+            match inline {
+                Ok(r) => {
+                    outcome.inline_tokens = r.tokens;
+                    if !r.embedded.is_empty() {
+                        self.cache_in_background(&identity, &r.embedded);
+                    }
+                    for (digest, v) in r.embedded {
+                        vectors.insert(digest, v);
+                    }
+                    deferred = r.deferred;
+                }
+                Err(e) => tracing::warn!(error = %e, "Note embedding task failed"),
+            }
+        }
+        let queued = self.enqueue(deferred);
+
+        // Per note, repeats included, as training pools them.
+        let mut pooled_inputs = Vec::new();
+        for (_, _, digest) in &notes {
+            if let Some(v) = vectors.get(digest) {
+                pooled_inputs.push(v.clone());
+                if cached_digests.contains(digest) {
+                    outcome.cached += 1;
+                } else {
+                    outcome.embedded_inline += 1;
+                }
+            } else if queued.contains(digest) {
+                outcome.queued += 1;
+            } else {
+                outcome.failed += 1;
+            }
+        }
+        outcome.vector = pool_embeddings(&pooled_inputs);
+        outcome
+    }
+
+    /// Writes inline vectors to the cache without holding up the hook.
+    fn cache_in_background(&self, identity: &str, embedded: &[(String, Vec<f32>)]) {
+        let Some(store) = self.inner.store.clone() else {
+            return;
+        };
+        let items: Vec<NoteEmbedding> = embedded
+            .iter()
+            .map(|(d, v)| NoteEmbedding {
+                text_sha256: d.clone(),
+                vector: v.clone(),
+            })
+            .collect();
+        let identity = identity.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = store.put_note_embeddings(&identity, &items).await {
+                tracing::warn!(error = %e, "Caching note embeddings failed; they will be embedded again");
+            }
+        });
+    }
+
+    /// Queues notes not already waiting; returns the digests now waiting.
+    fn enqueue(&self, notes: Vec<PendingNote>) -> HashSet<String> {
+        let mut waiting = HashSet::new();
+        let Some(queue) = &self.inner.queue else {
+            return waiting;
+        };
+        let mut fresh = Vec::new();
+        {
+            let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+            for n in notes {
+                waiting.insert(n.digest.clone());
+                if pending.insert(n.digest.clone()) {
+                    fresh.push(n);
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return waiting;
+        }
+        if let Err(e) = queue.try_send(fresh) {
+            let batch = match e {
+                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+            };
+            tracing::warn!(
+                notes = batch.len(),
+                "Note embedding queue full; these notes stay missing until a later hook"
+            );
+            let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+            for n in &batch {
+                pending.remove(&n.digest);
+                waiting.remove(&n.digest);
+            }
+        }
+        waiting
+    }
+}
+
+struct InlineResult {
+    embedded: Vec<(String, Vec<f32>)>,
+    deferred: Vec<PendingNote>,
+    tokens: usize,
+}
+
+/// Blocking: counts word pieces (cheap) and embeds, newest first, the notes
+/// that fit the budget. A note larger than the whole budget always waits.
+fn embed_within_budget(
+    encoder: &TextEncoder,
+    todo: Vec<PendingNote>,
+    budget: usize,
+) -> InlineResult {
+    let mut selected = Vec::new();
+    let mut deferred = Vec::new();
+    let mut tokens = 0usize;
+    for n in todo {
+        let cost = match encoder.count_tokens(&n.text) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "Tokenising a note failed; it counts as missing");
+                continue;
+            }
+        };
+        if tokens.saturating_add(cost) <= budget {
+            tokens += cost;
+            selected.push(n);
+        } else {
+            deferred.push(n);
+        }
+    }
+    let texts: Vec<&str> = selected.iter().map(|n| n.text.as_str()).collect();
+    let embedded = match encoder.embed_documents(&texts) {
+        Ok(vs) => selected.into_iter().map(|n| n.digest).zip(vs).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "Embedding notes failed; they count as missing");
+            tokens = 0;
+            Vec::new()
+        }
+    };
+    InlineResult {
+        embedded,
+        deferred,
+        tokens,
+    }
+}
+
+/// The background embedder: one batch at a time, CPU work off the async
+/// workers, vectors into the shared cache.
+async fn drain(
+    mut rx: mpsc::Receiver<Vec<PendingNote>>,
+    encoder: Arc<TextEncoder>,
+    store: Store,
+    pending: Arc<Mutex<HashSet<String>>>,
+) {
+    let identity = encoder.identity().to_owned();
+    while let Some(batch) = rx.recv().await {
+        let enc = Arc::clone(&encoder);
+        let digests: Vec<String> = batch.iter().map(|n| n.digest.clone()).collect();
+        let embedded = tokio::task::spawn_blocking(move || {
+            let texts: Vec<&str> = batch.iter().map(|n| n.text.as_str()).collect();
+            enc.embed_documents(&texts).map(|vs| {
+                batch
+                    .iter()
+                    .map(|n| n.digest.clone())
+                    .zip(vs)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await;
+        match embedded {
+            Ok(Ok(vs)) => {
+                let items: Vec<NoteEmbedding> = vs
+                    .into_iter()
+                    .map(|(text_sha256, vector)| NoteEmbedding {
+                        text_sha256,
+                        vector,
+                    })
+                    .collect();
+                if let Err(e) = store.put_note_embeddings(&identity, &items).await {
+                    tracing::warn!(error = %e, "Caching queued note embeddings failed");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "Embedding queued notes failed"),
+            Err(e) => tracing::warn!(error = %e, "Note embedding task failed"),
+        }
+        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        for d in &digests {
+            p.remove(d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! With the real all-MiniLM-L6-v2 (`scripts/setup-models.sh`, which the
+    //! test command runs) and an in-memory SQLite cache.
+    use std::path::Path;
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn encoder() -> Arc<TextEncoder> {
+        static ENC: OnceLock<Arc<TextEncoder>> = OnceLock::new();
+        ENC.get_or_init(|| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+            let opts = crate::ml::TextEncoderOptions {
+                threads: 1,
+                ..Default::default()
+            };
+            Arc::new(
+                TextEncoder::load_with(&dir, &candle_core::Device::Cpu, &opts)
+                    .expect("run scripts/setup-models.sh"),
+            )
+        })
+        .clone()
+    }
+
+    async fn store() -> Store {
+        let s = Store::connect("sqlite::memory:", 1).await.unwrap();
+        s.migrate().await.unwrap();
+        s
+    }
+
+    fn day(d: u32) -> Option<NaiveDate> {
+        NaiveDate::from_ymd_opt(2026, 3, d)
+    }
+
+    fn assert_close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "max abs diff {worst}");
+    }
+
+    const OLD: &str = "Patient reports fatigue but denies appetite loss. Weight stable.";
+    const NEW: &str = "Early satiety and poor appetite for three weeks; lost 4 kg.";
+    const MID: &str =
+        "Seen by dietitian; oral supplements started. Temporal wasting noted on exam.";
+
+    #[tokio::test]
+    async fn budget_embeds_newest_first_queues_the_rest_and_later_hooks_use_the_cache() {
+        let enc = encoder();
+        let budget = enc.count_tokens(NEW).unwrap();
+        let store = store().await;
+        let p = NotesPipeline::start(Arc::clone(&enc), Some(store.clone()), budget);
+        let notes = vec![
+            (day(1), OLD.to_owned()),
+            (day(20), NEW.to_owned()),
+            (day(10), MID.to_owned()),
+            (day(5), "   ".to_owned()),
+        ];
+
+        let first = p.patient_vector(notes.clone()).await;
+        assert_eq!(first.notes, 3, "a blank note is not a note");
+        assert_eq!(
+            (
+                first.cached,
+                first.embedded_inline,
+                first.queued,
+                first.failed
+            ),
+            (0, 1, 2, 0)
+        );
+        assert_eq!(first.inline_tokens, budget);
+        // Only the newest note fitted: the vector is its vector alone.
+        assert_close(
+            first.vector.as_ref().unwrap(),
+            &enc.embed_document(NEW).unwrap(),
+        );
+
+        // The background queue embeds and caches the other two.
+        let digests: Vec<String> = [OLD, NEW, MID].iter().map(|t| note_digest(t)).collect();
+        let mut cached = 0;
+        for _ in 0..600 {
+            cached = store
+                .get_note_embeddings(enc.identity(), &digests)
+                .await
+                .unwrap()
+                .len();
+            if cached == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(cached, 3, "queued notes were not cached");
+
+        let second = p.patient_vector(notes).await;
+        assert_eq!(
+            (second.cached, second.embedded_inline, second.queued),
+            (3, 0, 0)
+        );
+        // Pooled exactly as training pools a patient's notes.
+        let all = enc.embed_patient_notes(&[OLD, NEW, MID]).unwrap().unwrap();
+        assert_close(second.vector.as_ref().unwrap(), &all);
+    }
+
+    #[tokio::test]
+    async fn without_a_store_every_note_is_embedded_inline_and_repeats_count_as_in_training() {
+        let enc = encoder();
+        let p = NotesPipeline::start(Arc::clone(&enc), None, 0);
+        let notes = vec![
+            (None, NEW.to_owned()),
+            (day(2), OLD.to_owned()),
+            (day(3), NEW.to_owned()),
+        ];
+        let o = p.patient_vector(notes).await;
+        assert_eq!((o.notes, o.embedded_inline, o.queued), (3, 3, 0));
+        let expected = enc.embed_patient_notes(&[NEW, OLD, NEW]).unwrap().unwrap();
+        assert_close(o.vector.as_ref().unwrap(), &expected);
+        // Different from pooling each distinct note once.
+        let once = enc.embed_patient_notes(&[NEW, OLD]).unwrap().unwrap();
+        assert!(
+            o.vector
+                .unwrap()
+                .iter()
+                .zip(&once)
+                .any(|(a, b)| (a - b).abs() > 1e-3)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_note_larger_than_the_budget_waits_and_no_notes_means_missing() {
+        let enc = encoder();
+        let store = store().await;
+        let p = NotesPipeline::start(Arc::clone(&enc), Some(store), 4);
+        let o = p.patient_vector(vec![(day(1), MID.to_owned())]).await;
+        assert_eq!((o.embedded_inline, o.queued, o.inline_tokens), (0, 1, 0));
+        assert!(
+            o.vector.is_none(),
+            "no vector yet: the notes modality is missing"
+        );
+        let none = p.patient_vector(vec![(day(1), "\n".to_owned())]).await;
+        assert_eq!(none.notes, 0);
+        assert!(none.vector.is_none());
+    }
+}
