@@ -5,6 +5,11 @@
 #
 #   scripts/bench/hook-latency.sh [--backend postgres|sqlite] [--connections 32]
 #                                 [--threads 2] [--duration 30s] [--body FILE]
+#                                 [--new-notes N]
+#
+# --new-notes N: instead of wrk, N sequential hooks whose 3 notes are all new
+# (embedded inline), then the same N again with the notes cached
+# (scripts/bench/new_notes.py).
 #
 # PostgreSQL: a fresh database on $ONCOHOOKS_TEST_PG_URL (default
 # postgres://postgres@127.0.0.1:5432/postgres), dropped afterwards.
@@ -13,6 +18,7 @@ cd "$(dirname "$0")/../.."
 
 BACKEND=postgres CONNS=32 THREADS=2 DURATION=30s WARMUP=5s
 BODY=fixtures/hooks/cachexia-full.json
+NEW_NOTES=0
 TOKENS="${TOKENS:-60000}"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -21,6 +27,7 @@ while [ $# -gt 0 ]; do
     --threads) THREADS="$2"; shift 2 ;;
     --duration) DURATION="$2"; shift 2 ;;
     --body) BODY="$2"; shift 2 ;;
+    --new-notes) NEW_NOTES="$2"; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -72,6 +79,14 @@ curl -fsS -H "Authorization: Bearer $(head -1 "$work/warmup-tokens")" \
   -H 'Content-Type: application/json' --data-binary @<(sed 's/"hookInstance": *"[^"]*"/"hookInstance": "11111111-2222-4333-8444-555555555555"/' "$BODY") \
   "$URL" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["cards"], d; print("sanity: %d card(s)" % len(d["cards"]))'
 sed -i 1d "$work/warmup-tokens"
+
+if [ "$NEW_NOTES" -gt 0 ]; then
+  echo "== $NEW_NOTES sequential hooks with 3 new notes each, backend $BACKEND"
+  echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  python3 scripts/bench/new_notes.py "$URL" "$BODY" "$work/tokens" "$NEW_NOTES" 3
+  echo "server log WARN/ERROR lines: $(grep -cE 'WARN|ERROR|panic' "$work/server.log" || true)"
+  exit 0
+fi
 
 export BENCH_BODY="$BODY" BENCH_THREADS="$THREADS"
 echo "== warm-up ($WARMUP)"
