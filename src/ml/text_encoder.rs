@@ -341,13 +341,9 @@ impl TextEncoder {
                 }
             }
             let vectors = self.embed_sequences(&seqs)?;
-            let mut per_doc: Vec<Vec<Vec<f32>>> = vec![Vec::new(); texts.len()];
-            for (v, doc) in vectors.into_iter().zip(owner) {
-                per_doc[doc].push(v);
-            }
-            Ok(per_doc
-                .iter()
-                .map(|chunks| pool_embeddings(chunks).expect("every document has a chunk"))
+            Ok(pool_groups(vectors, &owner, texts.len())
+                .into_iter()
+                .map(|v| v.expect("every document has a chunk"))
                 .collect())
         })
     }
@@ -455,6 +451,20 @@ pub fn pool_embeddings(vectors: &[Vec<f32>]) -> Option<Vec<f32>> {
     }
     let norm = sum.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
     Some(sum.iter().map(|x| (x / norm) as f32).collect())
+}
+
+/// [`pool_embeddings`] per group: `vectors[i]` belongs to group `owner[i]`
+/// (chunks → a note, notes → a patient); `None` for a group without vectors.
+pub fn pool_groups(
+    vectors: Vec<Vec<f32>>,
+    owner: &[usize],
+    groups: usize,
+) -> Vec<Option<Vec<f32>>> {
+    let mut per_group: Vec<Vec<Vec<f32>>> = vec![Vec::new(); groups];
+    for (v, &g) in vectors.into_iter().zip(owner) {
+        per_group[g].push(v);
+    }
+    per_group.iter().map(|vs| pool_embeddings(vs)).collect()
 }
 
 /// SHA-256 (hex) of a note's exact UTF-8 text: the content key of the

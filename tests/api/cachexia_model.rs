@@ -170,6 +170,21 @@ fn services_with_a_notes_model() -> tempfile::TempDir {
     services
 }
 
+/// The server on [`services_with_a_notes_model`]; keep the folder alive as
+/// long as the app.
+async fn spawn_notes_app(
+    configure: impl FnOnce(&mut oncohooks::config::Settings) + Send + 'static,
+) -> (tempfile::TempDir, crate::helpers::TestApp) {
+    let services = services_with_a_notes_model();
+    let dir = services.path().to_owned();
+    let app = spawn_app_with(Backend::Sqlite, move |s| {
+        s.services.dir = dir;
+        configure(s);
+    })
+    .await;
+    (services, app)
+}
+
 fn stored_note_vectors(
     app: &crate::helpers::TestApp,
 ) -> impl std::future::Future<Output = i64> + '_ {
@@ -178,9 +193,7 @@ fn stored_note_vectors(
 
 #[tokio::test]
 async fn a_model_trained_with_notes_gets_them_embedded_inline_then_from_the_cache() {
-    let services = services_with_a_notes_model();
-    let dir = services.path().to_owned();
-    let app = spawn_app_with(Backend::Sqlite, move |s| s.services.dir = dir).await;
+    let (_services, app) = spawn_notes_app(|_| {}).await;
     let c = model_card(&app, "hooks/cachexia-full.json").await;
     assert!(
         c.detail.contains("Modalities used: demographics and disease status, laboratory results, weight history, CT body composition, clinical notes."),
@@ -208,13 +221,7 @@ async fn a_model_trained_with_notes_gets_them_embedded_inline_then_from_the_cach
 
 #[tokio::test]
 async fn notes_over_the_inline_budget_are_queued_treated_as_missing_and_used_once_embedded() {
-    let services = services_with_a_notes_model();
-    let dir = services.path().to_owned();
-    let app = spawn_app_with(Backend::Sqlite, move |s| {
-        s.services.dir = dir;
-        s.models.notes_inline_token_budget = 0;
-    })
-    .await;
+    let (_services, app) = spawn_notes_app(|s| s.models.notes_inline_token_budget = 0).await;
     let first = model_card(&app, "hooks/cachexia-full.json").await;
     assert!(
         first
@@ -245,13 +252,9 @@ async fn notes_over_the_inline_budget_are_queued_treated_as_missing_and_used_onc
 
 #[tokio::test]
 async fn without_the_text_encoder_notes_are_missing_and_the_card_says_why() {
-    let services = services_with_a_notes_model();
-    let dir = services.path().to_owned();
-    let app = spawn_app_with(Backend::Sqlite, move |s| {
-        s.services.dir = dir;
-        s.models.text_encoder_dir = "/nonexistent/all-MiniLM-L6-v2".into();
-    })
-    .await;
+    let (_services, app) =
+        spawn_notes_app(|s| s.models.text_encoder_dir = "/nonexistent/all-MiniLM-L6-v2".into())
+            .await;
     let c = model_card(&app, "hooks/cachexia-full.json").await;
     assert!(
         c.detail

@@ -81,14 +81,11 @@ impl NotesEmbedder for crate::ml::TextEncoder {
             }
         }
         let vectors = self.embed_documents(&texts)?;
-        let mut per_patient: Vec<Vec<Vec<f32>>> = vec![Vec::new(); patients.len()];
-        for (v, i) in vectors.into_iter().zip(owner) {
-            per_patient[i].push(v);
-        }
-        Ok(per_patient
-            .iter()
-            .map(|vs| crate::ml::pool_embeddings(vs))
-            .collect())
+        Ok(crate::ml::text_encoder::pool_groups(
+            vectors,
+            &owner,
+            patients.len(),
+        ))
     }
 }
 
