@@ -153,15 +153,19 @@ impl NotesPipeline {
         // a date.
         notes.sort_by_key(|n| std::cmp::Reverse(n.0));
 
-        let mut unique: Vec<String> = Vec::new();
+        // Each distinct note once, newest first.
         let mut seen = HashSet::new();
-        for (_, _, d) in &notes {
-            if seen.insert(d.clone()) {
-                unique.push(d.clone());
-            }
-        }
+        let unique: Vec<PendingNote> = notes
+            .iter()
+            .filter(|(_, _, d)| seen.insert(d.as_str()))
+            .map(|(_, text, digest)| PendingNote {
+                digest: digest.clone(),
+                text: text.clone(),
+            })
+            .collect();
+        let digests: Vec<String> = unique.iter().map(|n| n.digest.clone()).collect();
         let mut vectors: HashMap<String, Vec<f32>> = match &inner.store {
-            Some(store) => match store.get_note_embeddings(&identity, &unique).await {
+            Some(store) => match store.get_note_embeddings(&identity, &digests).await {
                 Ok(found) => found
                     .into_iter()
                     .filter(|(_, v)| v.len() == inner.encoder.dim())
@@ -175,17 +179,10 @@ impl NotesPipeline {
         };
         let cached_digests: HashSet<String> = vectors.keys().cloned().collect();
 
-        // The uncached notes, once each, newest first.
-        let mut todo: Vec<PendingNote> = Vec::new();
-        let mut listed = HashSet::new();
-        for (_, text, digest) in &notes {
-            if !vectors.contains_key(digest) && listed.insert(digest.clone()) {
-                todo.push(PendingNote {
-                    digest: digest.clone(),
-                    text: text.clone(),
-                });
-            }
-        }
+        let todo: Vec<PendingNote> = unique
+            .into_iter()
+            .filter(|n| !vectors.contains_key(&n.digest))
+            .collect();
 
         let mut deferred = Vec::new();
         if !todo.is_empty() {
@@ -356,19 +353,15 @@ async fn drain(
         let digests: Vec<String> = batch.iter().map(|n| n.digest.clone()).collect();
         let embedded = tokio::task::spawn_blocking(move || {
             let texts: Vec<&str> = batch.iter().map(|n| n.text.as_str()).collect();
-            enc.embed_documents(&texts).map(|vs| {
-                batch
-                    .iter()
-                    .map(|n| n.digest.clone())
-                    .zip(vs)
-                    .collect::<Vec<_>>()
-            })
+            enc.embed_documents(&texts)
         })
         .await;
         match embedded {
             Ok(Ok(vs)) => {
-                let items: Vec<NoteEmbedding> = vs
-                    .into_iter()
+                let items: Vec<NoteEmbedding> = digests
+                    .iter()
+                    .cloned()
+                    .zip(vs)
                     .map(|(text_sha256, vector)| NoteEmbedding {
                         text_sha256,
                         vector,

@@ -116,13 +116,7 @@ async fn demographics_only_still_gets_a_model_card_with_lower_confidence() {
 
 #[tokio::test]
 async fn without_a_model_folder_the_classic_card_still_works() {
-    let services = tempfile::tempdir().unwrap();
-    let svc = services.path().join("cachexia-risk");
-    std::fs::create_dir_all(&svc).unwrap();
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cds-hooks/cachexia-risk");
-    for f in ["service.toml", "model-card.md"] {
-        std::fs::copy(src.join(f), svc.join(f)).unwrap();
-    }
+    let services = service_folder(false);
     let dir = services.path().to_owned();
     let app = spawn_app_with(Backend::Sqlite, move |s| s.services.dir = dir).await;
     let c = model_card(&app, "hooks/cachexia-full.json").await;
@@ -137,23 +131,34 @@ async fn without_a_model_folder_the_classic_card_still_works() {
     app.cleanup().await;
 }
 
+/// A services folder holding a copy of `cachexia-risk`'s definition and
+/// model card, and of the shipped weights when `with_model`.
+fn service_folder(with_model: bool) -> tempfile::TempDir {
+    let services = tempfile::tempdir().unwrap();
+    let svc = services.path().join("cachexia-risk");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cds-hooks/cachexia-risk");
+    std::fs::create_dir_all(&svc).unwrap();
+    for f in ["service.toml", "model-card.md"] {
+        std::fs::copy(src.join(f), svc.join(f)).unwrap();
+    }
+    if with_model {
+        std::fs::create_dir_all(svc.join("model")).unwrap();
+        for e in std::fs::read_dir(src.join("model")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), svc.join("model").join(e.file_name())).unwrap();
+        }
+    }
+    services
+}
+
 /// The `cachexia-risk` folder with the shipped weights, its `model.json`
 /// made to say the model reads notes from the installed MiniLM (the shipped
 /// model does; the edit keeps these tests about the serving path — cache,
 /// budget, queue, card — whatever model is shipped).
 fn services_with_a_notes_model() -> tempfile::TempDir {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let services = tempfile::tempdir().unwrap();
+    let services = service_folder(true);
     let svc = services.path().join("cachexia-risk");
-    let src = root.join("cds-hooks/cachexia-risk");
-    std::fs::create_dir_all(svc.join("model")).unwrap();
-    for f in ["service.toml", "model-card.md"] {
-        std::fs::copy(src.join(f), svc.join(f)).unwrap();
-    }
-    for e in std::fs::read_dir(src.join("model")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), svc.join("model").join(e.file_name())).unwrap();
-    }
     let encoder = oncohooks::ml::TextEncoder::load(
         &root.join("models/all-MiniLM-L6-v2"),
         &candle_core::Device::Cpu,
@@ -191,6 +196,12 @@ fn stored_note_vectors(
     app.db.count("note_embeddings")
 }
 
+/// Until the background cache write (inline or queued notes) has landed.
+async fn wait_for_note_vectors(app: &crate::helpers::TestApp, what: &str) {
+    app.wait_for(what, || async { stored_note_vectors(app).await >= 1 })
+        .await;
+}
+
 #[tokio::test]
 async fn a_model_trained_with_notes_gets_them_embedded_inline_then_from_the_cache() {
     let (_services, app) = spawn_notes_app(|_| {}).await;
@@ -202,10 +213,7 @@ async fn a_model_trained_with_notes_gets_them_embedded_inline_then_from_the_cach
     );
     // Embedded inline (within the default budget), then cached in the
     // background for every later hook and replica.
-    app.wait_for("note vectors cached", || async {
-        stored_note_vectors(&app).await >= 1
-    })
-    .await;
+    wait_for_note_vectors(&app, "note vectors cached").await;
     let cached = stored_note_vectors(&app).await;
     let again = model_card(&app, "hooks/cachexia-full.json").await;
     assert!(
@@ -235,10 +243,7 @@ async fn notes_over_the_inline_budget_are_queued_treated_as_missing_and_used_onc
         "{}",
         first.detail
     );
-    app.wait_for("queued notes embedded and cached", || async {
-        stored_note_vectors(&app).await >= 1
-    })
-    .await;
+    wait_for_note_vectors(&app, "queued notes embedded and cached").await;
     let later = model_card(&app, "hooks/cachexia-full.json").await;
     assert!(
         later

@@ -195,7 +195,8 @@ pub fn load(
         let total = timelines.len();
         // Patients whose vectors are not cached, embedded in chunks so the
         // encoder batches many notes per forward pass.
-        let mut todo: Vec<(usize, [u8; 32], Vec<String>)> = Vec::new();
+        let mut todo: Vec<(usize, [u8; 32])> = Vec::new();
+        let mut todo_texts: Vec<Vec<String>> = Vec::new();
         for (i, (t, _)) in timelines.iter().enumerate() {
             let texts = RawInputs::note_texts(t);
             if texts.is_empty() {
@@ -204,15 +205,17 @@ pub fn load(
             let k = notes_digest(&texts);
             match cache.map.get(&k) {
                 Some(v) => notes[i] = Some(v.clone()),
-                None => todo.push((i, k, texts)),
+                None => {
+                    todo.push((i, k));
+                    todo_texts.push(texts);
+                }
             }
         }
         let started = std::time::Instant::now();
         let mut done = 0;
-        for chunk in todo.chunks(EMBED_CHUNK) {
-            let texts: Vec<Vec<String>> = chunk.iter().map(|(_, _, t)| t.clone()).collect();
-            let vectors = e.embed_patients(&texts).map_err(DatasetError::Embed)?;
-            for ((i, k, _), v) in chunk.iter().zip(vectors) {
+        for (chunk, texts) in todo.chunks(EMBED_CHUNK).zip(todo_texts.chunks(EMBED_CHUNK)) {
+            let vectors = e.embed_patients(texts).map_err(DatasetError::Embed)?;
+            for ((i, k), v) in chunk.iter().zip(vectors) {
                 if let Some(v) = v {
                     cache.map.insert(*k, v.clone());
                     cache.dirty = true;
