@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    pin_candle_thread_count();
     match oncohooks::cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -10,5 +11,22 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// candle 0.11 asks `candle_core::utils::get_num_threads()` on every matrix
+/// product, and without `RAYON_NUM_THREADS` in the environment that reads
+/// and parses `/proc/cpuinfo` each time (`num_cpus::get_physical`): about
+/// 100 reads per cachexia hook, measured as 13% of the server's CPU under
+/// load (docs/benchmarks.md, "CDS hook latency"). Computing the same number
+/// once and putting it in the environment keeps candle's choice unchanged
+/// and makes the lookup an environment read.
+fn pin_candle_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = candle_core::utils::get_num_threads();
+        // SAFETY: first statement of `main`, before the runtime, the logger
+        // or any other thread exists, so nothing reads the environment
+        // concurrently.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
     }
 }

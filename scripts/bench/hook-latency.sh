@@ -5,7 +5,12 @@
 #
 #   scripts/bench/hook-latency.sh [--backend postgres|sqlite] [--connections 32]
 #                                 [--threads 2] [--duration 30s] [--body FILE]
-#                                 [--new-notes N]
+#                                 [--new-notes N] [--perf FILE]
+#
+# After the measured run it prints the CPU time per hook of the server, of
+# PostgreSQL's processes and of everything else (from /proc), so a change can
+# be judged by where the CPU goes and not only by latency. --perf FILE also
+# samples the server with `perf record -g` during the measured run.
 #
 # --new-notes N: instead of wrk, N sequential hooks whose 3 notes are all new
 # (embedded inline), then the same N again with the notes cached
@@ -19,6 +24,7 @@ cd "$(dirname "$0")/../.."
 BACKEND=postgres CONNS=32 THREADS=2 DURATION=30s WARMUP=5s
 BODY=fixtures/hooks/cachexia-full.json
 NEW_NOTES=0
+PERF=""
 TOKENS="${TOKENS:-60000}"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,6 +34,7 @@ while [ $# -gt 0 ]; do
     --duration) DURATION="$2"; shift 2 ;;
     --body) BODY="$2"; shift 2 ;;
     --new-notes) NEW_NOTES="$2"; shift 2 ;;
+    --perf) PERF="$2"; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -93,8 +100,34 @@ echo "== warm-up ($WARMUP)"
 BENCH_TOKENS="$work/warmup-tokens" wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -s scripts/bench/hook.lua "$URL" | tail -2
 echo "== measured: $CONNS connections, $THREADS wrk threads, $DURATION, backend $BACKEND"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-BENCH_TOKENS="$work/tokens" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s scripts/bench/hook.lua "$URL"
+# CPU ticks (utime + stime) of one process / of all postgres processes / of
+# the whole machine (all CPUs, idle excluded).
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+pg_ticks() { local t=0 p; for p in $(pgrep -x postgres || true); do t=$((t + $(ticks "$p"))); done; echo "$t"; }
+all_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+# CPU seconds (user + system) of this shell's reaped children: the
+# difference around the wrk pipeline is wrk's own CPU.
+# (`times` must run in this shell, not in a $(...) subshell.)
+child_cpu() { awk 'NR == 2 { gsub(/[ms]/, " "); print $1 * 60 + $2 + $3 * 60 + $4 }' "$1"; }
+times >"$work/times0"
+s0=$(ticks "$server") p0=$(pg_ticks) a0=$(all_ticks) w0=$(child_cpu "$work/times0")
+if [ -n "$PERF" ]; then
+  perf record -F 499 -g -p "$server" -o "$PERF" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
+  perf_pid=$!
+fi
+BENCH_TOKENS="$work/tokens" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s scripts/bench/hook.lua "$URL" | tee "$work/wrk.txt"
+times >"$work/times1"
+w1=$(child_cpu "$work/times1")
+[ -n "$PERF" ] && wait "$perf_pid"
+s1=$(ticks "$server") p1=$(pg_ticks) a1=$(all_ticks)
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+n=$(awk '/requests in/{print $1}' "$work/wrk.txt")
+hz=$(getconf CLK_TCK)
+awk -v n="$n" -v hz="$hz" -v s=$((s1 - s0)) -v p=$((p1 - p0)) -v a=$((a1 - a0)) -v w0="$w0" -v w1="$w1" 'BEGIN {
+  ms = 1000 / hz / n
+  w = (w1 - w0) * 1000 / n
+  printf "CPU per hook: server %.2f ms, postgres %.2f ms, wrk %.2f ms, rest (kernel, perf, other) %.2f ms, total %.2f ms\n",
+    s * ms, p * ms, w, (a - s - p) * ms - w, a * ms }'
 echo "server RSS: $(ps -o rss= -p "$server" | awk '{printf "%.1f MiB", $1/1024}')"
 if [ "$BACKEND" = postgres ]; then
   echo "stored invocations: $(psql "${PG_URL%/*}/$db" -Atc 'select count(*) from invocations' 2>/dev/null || echo '?')"
