@@ -65,6 +65,9 @@ pub struct ModelsSettings {
     /// rest are queued and count as missing until embedded (issue 4 §6).
     /// 0: never inline.
     pub notes_inline_token_budget: usize,
+    /// Threads of the cachexia model's dedicated inference pool
+    /// (`services::inference`); 0: one per CPU.
+    pub inference_threads: usize,
 }
 
 impl Default for ModelsSettings {
@@ -73,6 +76,7 @@ impl Default for ModelsSettings {
             text_encoder_dir: crate::ml::text_encoder::default_dir(),
             text_encoder_threads: 2,
             notes_inline_token_budget: 512,
+            inference_threads: 0,
         }
     }
 }

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::inference::InferencePool;
 use super::notes::{NotesOutcome, NotesPipeline};
 use super::{
     CdsService, Evaluation, FeatureValue, KeySource, Prediction, ServiceDefinition, ServiceError,
@@ -63,6 +64,9 @@ pub struct CachexiaService {
     /// modality is missing, for the reason in `notes_unavailable`.
     notes: Option<NotesPipeline>,
     notes_unavailable: &'static str,
+    /// Where model calls run (`services::inference`), never on the async
+    /// workers.
+    inference: Arc<InferencePool>,
 }
 
 impl CachexiaService {
@@ -79,6 +83,9 @@ impl CachexiaService {
         let mut service = Self::new(definition, settings.clinical.clone())?
             .with_imaging(imaging)
             .with_model(model);
+        if settings.models.inference_threads != 0 {
+            service.inference = Arc::new(InferencePool::new(settings.models.inference_threads)?);
+        }
         // The encoder (91 MB) is loaded only for a model that reads notes.
         if service.model_uses_notes() {
             match load_text_encoder(settings) {
@@ -156,6 +163,7 @@ impl CachexiaService {
             model: None,
             notes: None,
             notes_unavailable: "no text encoder is configured",
+            inference: Arc::new(InferencePool::new(0)?),
         })
     }
 }
@@ -426,14 +434,12 @@ impl CachexiaService {
             }
             _ => None,
         };
-        let span = tracing::Span::current();
-        let p = tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
-            model.predict(&raw)
-        })
-        .await
-        .map_err(|e| ServiceError::Inference(e.to_string()))?
-        .map_err(|e| ServiceError::Inference(e.to_string()))?;
+        let p = self
+            .inference
+            .run(move || model.predict(&raw))
+            .await
+            .map_err(|e| ServiceError::Inference(e.to_string()))?
+            .map_err(|e| ServiceError::Inference(e.to_string()))?;
         Ok((p, notes))
     }
 

@@ -8,6 +8,7 @@ pub mod cachexia;
 pub mod definition;
 pub mod engine;
 pub mod gather;
+pub mod inference;
 pub mod notes;
 
 use std::sync::Arc;
