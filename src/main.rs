@@ -2,6 +2,13 @@
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc, as text-embeddings-inference does:
+/// candle allocates a fresh buffer for every tensor op, and under load
+/// glibc's malloc/free/consolidate were ~12% of the server's CPU in the
+/// hook profile (docs/benchmarks.md, "CDS hook latency").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     pin_candle_thread_count();
     match oncohooks::cli::run() {
