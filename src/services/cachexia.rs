@@ -80,12 +80,10 @@ impl CachexiaService {
         let definition =
             ServiceDefinition::load(&settings.services.dir, SERVICE_ID, EMBEDDED_DEFINITION)?;
         let model = load_model(&definition);
-        let mut service = Self::new(definition, settings.clinical.clone())?
+        let inference = InferencePool::new(settings.models.inference_threads)?;
+        let mut service = Self::with_pool(definition, settings.clinical.clone(), inference)?
             .with_imaging(imaging)
             .with_model(model);
-        if settings.models.inference_threads != 0 {
-            service.inference = Arc::new(InferencePool::new(settings.models.inference_threads)?);
-        }
         // The encoder (91 MB) is loaded only for a model that reads notes.
         if service.model_uses_notes() {
             match load_text_encoder(settings) {
@@ -151,7 +149,16 @@ impl CachexiaService {
         self
     }
 
+    /// With an inference pool of one thread per CPU.
     pub fn new(definition: ServiceDefinition, cutoffs: Cutoffs) -> anyhow::Result<Self> {
+        Self::with_pool(definition, cutoffs, InferencePool::new(0)?)
+    }
+
+    fn with_pool(
+        definition: ServiceDefinition,
+        cutoffs: Cutoffs,
+        inference: InferencePool,
+    ) -> anyhow::Result<Self> {
         cutoffs.validate()?;
         let digest = Sha256::digest(serde_json::to_vec(&cutoffs)?);
         let version = format!("{METHOD_VERSION}+{}", &hex::encode(digest)[..8]);
@@ -163,7 +170,7 @@ impl CachexiaService {
             model: None,
             notes: None,
             notes_unavailable: "no text encoder is configured",
-            inference: Arc::new(InferencePool::new(0)?),
+            inference: Arc::new(inference),
         })
     }
 }
