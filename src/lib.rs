@@ -3,7 +3,10 @@
 //! Data flows one way (see `docs/architecture.md`):
 //! `http` → `auth` → `services` → (`fhir`, `imaging`, `clinical`) → `features` → `ml` → `cds` → `store`.
 //! Nothing below `http` knows about HTTP.
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: two imaging modules need `unsafe` and say why
+// (`imaging::inflate`: libdeflate's C entry point and the inflate hot loop;
+// `imaging::pages`: madvise). Everything else stays safe Rust.
+#![deny(unsafe_code)]
 
 pub mod audit;
 pub mod auth;

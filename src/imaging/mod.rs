@@ -6,8 +6,12 @@ pub mod body_composition;
 pub mod cache;
 pub mod dicom;
 pub mod dicomweb;
+#[allow(unsafe_code)] // FFI to libdeflate, bounds-checked-by-construction hot loop
+pub mod inflate;
 pub mod jobs;
 pub mod nrrd;
+#[allow(unsafe_code)] // madvise(2)
+pub mod pages;
 pub mod patch;
 pub mod volume;
 

@@ -18,6 +18,8 @@ use flate2::Compression;
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 
+use super::inflate;
+use super::pages;
 use super::volume::Volume;
 
 /// What can go wrong while reading or writing an NRRD file.
@@ -284,62 +286,178 @@ pub fn read_nrrd_mask_cropped(path: &Path, label: i64) -> Result<Option<CroppedM
             mask,
         }));
     }
-    let total = header.voxel_count() * header.sample_type.size();
-    let data: std::borrow::Cow<'_, [u8]> = match header.encoding {
-        Encoding::Raw => std::borrow::Cow::Borrowed(raw_samples(path, &bytes, &header)?),
-        _ => std::borrow::Cow::Owned(gunzip(path, &bytes, &header, total)?),
-    };
-    let h = &header;
-    macro_rules! find {
-        ($ty:ty) => {{
-            const N: usize = std::mem::size_of::<$ty>();
-            let at = |i: usize| -> f64 {
-                let mut a = [0u8; N];
-                a.copy_from_slice(&data[i * N..(i + 1) * N]);
-                if h.big_endian {
-                    <$ty>::from_be_bytes(a) as f64
-                } else {
-                    <$ty>::from_le_bytes(a) as f64
-                }
-            };
-            let nx = h.dims[0];
-            bbox_of_rows(h.dims, |row| {
-                let start = row * nx;
-                // Label maps are mostly background: a row of zero bytes
-                // holds only the value 0 (integers, +0.0), so it is skipped
-                // at memory speed unless 0 is the label asked for (an OR
-                // fold, not `all`, so that it vectorises).
-                let bytes = &data[start * N..(start + nx) * N];
-                if labelf != 0.0 && bytes.iter().fold(0u8, |acc, &b| acc | b) == 0 {
-                    return None;
-                }
-                let first = (0..nx).find(|&x| at(start + x) == labelf)?;
-                let last = (first..nx).rev().find(|&x| at(start + x) == labelf)?;
-                Some((first, last))
-            })
-        }};
+    let mut rows = LabelRows::new(&header, label);
+    let row_bytes = header.dims[0] * header.sample_type.size();
+    match header.encoding {
+        Encoding::Raw => {
+            for (i, row) in raw_samples(path, &bytes, &header)?
+                .chunks_exact(row_bytes)
+                .enumerate()
+            {
+                rows.feed(i, row);
+            }
+        }
+        _ => stream_rows(path, &bytes, &header, |i, row| rows.feed(i, row))?,
     }
-    let region = match h.sample_type {
-        SampleType::I8 => find!(i8),
-        SampleType::U8 => find!(u8),
-        SampleType::I16 => find!(i16),
-        SampleType::U16 => find!(u16),
-        SampleType::I32 => find!(i32),
-        SampleType::U32 => find!(u32),
-        SampleType::I64 => find!(i64),
-        SampleType::U64 => find!(u64),
-        SampleType::F32 => find!(f32),
-        SampleType::F64 => find!(f64),
+    Ok(rows.finish(header))
+}
+
+/// The rows of a label map that hold one label, collected while its samples
+/// stream past: a mask is mostly background, so only those rows (their x
+/// extent and 0/1 flags) are kept, never the whole decoded volume.
+struct LabelRows {
+    label: f64,
+    nx: usize,
+    sample: SampleType,
+    big_endian: bool,
+    /// (row index z·ny + y, first x, last x) of each row holding the label.
+    rows: Vec<(usize, usize, usize)>,
+    /// `nx` flags (1 = label) per kept row, in `rows` order.
+    flags: Vec<u8>,
+}
+
+impl LabelRows {
+    fn new(h: &NrrdHeader, label: i64) -> Self {
+        Self {
+            label: label as f64,
+            nx: h.dims[0],
+            sample: h.sample_type,
+            big_endian: h.big_endian,
+            rows: Vec::new(),
+            flags: Vec::new(),
+        }
+    }
+
+    /// One row's samples (`nx` of them, file byte order).
+    fn feed(&mut self, index: usize, row: &[u8]) {
+        // A row of zero bytes holds only the value 0 (integers, +0.0): skip
+        // it at memory speed unless 0 is the label asked for (an OR fold,
+        // not `all`, so that it vectorises).
+        if self.label != 0.0 && row.iter().fold(0u8, |acc, &b| acc | b) == 0 {
+            return;
+        }
+        let at = self.flags.len();
+        self.flags.resize(at + self.nx, 0);
+        let flags = &mut self.flags[at..];
+        let (label, be) = (self.label, self.big_endian);
+        macro_rules! mark {
+            ($ty:ty) => {{
+                const N: usize = std::mem::size_of::<$ty>();
+                for (f, s) in flags.iter_mut().zip(row.chunks_exact(N)) {
+                    let mut a = [0u8; N];
+                    a.copy_from_slice(s);
+                    let v = if be {
+                        <$ty>::from_be_bytes(a)
+                    } else {
+                        <$ty>::from_le_bytes(a)
+                    };
+                    *f = u8::from(v as f64 == label);
+                }
+            }};
+        }
+        match self.sample {
+            SampleType::I8 => mark!(i8),
+            SampleType::U8 => mark!(u8),
+            SampleType::I16 => mark!(i16),
+            SampleType::U16 => mark!(u16),
+            SampleType::I32 => mark!(i32),
+            SampleType::U32 => mark!(u32),
+            SampleType::I64 => mark!(i64),
+            SampleType::U64 => mark!(u64),
+            SampleType::F32 => mark!(f32),
+            SampleType::F64 => mark!(f64),
+        }
+        match (
+            flags.iter().position(|&f| f == 1),
+            flags.iter().rposition(|&f| f == 1),
+        ) {
+            (Some(first), Some(last)) => self.rows.push((index, first, last)),
+            _ => self.flags.truncate(at),
+        }
+    }
+
+    /// The bounding box of the kept rows and the mask over it, or `None`
+    /// when the label never occurred.
+    fn finish(self, header: NrrdHeader) -> Option<CroppedMask> {
+        let ny = header.dims[1];
+        let (mut x0, mut x1) = (usize::MAX, 0);
+        let (mut y0, mut y1, mut z0, mut z1) = (usize::MAX, 0, usize::MAX, 0);
+        for &(i, first, last) in &self.rows {
+            let (z, y) = (i / ny, i % ny);
+            (x0, x1) = (x0.min(first), x1.max(last));
+            (y0, y1) = (y0.min(y), y1.max(y));
+            (z0, z1) = (z0.min(z), z1.max(z));
+        }
+        if self.rows.is_empty() {
+            return None;
+        }
+        let region = [x0..x1 + 1, y0..y1 + 1, z0..z1 + 1];
+        let dims = [region[0].len(), region[1].len(), region[2].len()];
+        let mut data = vec![0u8; dims.iter().product()];
+        for (k, &(i, _, _)) in self.rows.iter().enumerate() {
+            let (z, y) = (i / ny, i % ny);
+            let to = ((z - z0) * dims[1] + (y - y0)) * dims[0];
+            let from = k * self.nx + x0;
+            data[to..to + dims[0]].copy_from_slice(&self.flags[from..from + dims[0]]);
+        }
+        let mask = region_volume(&header, region.clone(), dims, data);
+        Some(CroppedMask {
+            header,
+            region,
+            mask,
+        })
+    }
+}
+
+/// Inflates a gzip NRRD payload through a small buffer, handing each whole
+/// row (`dims[0]` samples) to `row(index, bytes)` in order: a label map
+/// inflates ~1000:1, and streaming it through a cache-sized buffer avoids
+/// writing (and page-faulting) a whole-volume buffer only to scan it once.
+fn stream_rows(
+    path: &Path,
+    bytes: &[u8],
+    h: &NrrdHeader,
+    mut row: impl FnMut(usize, &[u8]),
+) -> Result<(), NrrdError> {
+    let after_header = skip_lines(&bytes[h.data_offset..], h.line_skip);
+    let total = h.voxel_count() * h.sample_type.size();
+    let row_bytes = h.dims[0] * h.sample_type.size();
+    let gzip_error = |source| NrrdError::Gzip {
+        path: path.to_path_buf(),
+        source,
     };
-    let Some(region) = region else {
-        return Ok(None);
-    };
-    let mask = convert_region(h, &data, region.clone(), |v| u8::from(v == labelf));
-    Ok(Some(CroppedMask {
-        header,
-        region,
-        mask,
-    }))
+    let mut decoder = MultiGzDecoder::new(after_header);
+    let skip = h.byte_skip.unwrap_or(0) as u64;
+    std::io::copy(&mut (&mut decoder).take(skip), &mut std::io::sink()).map_err(gzip_error)?;
+    // 256 KiB: stays in L2 while it is scanned.
+    let chunk = row_bytes * (256 * 1024 / row_bytes.max(1)).max(1);
+    let mut buf = vec![0u8; chunk];
+    let (mut done, mut filled, mut index) = (0usize, 0usize, 0usize);
+    while done < total {
+        let want = chunk.min(total - done + filled);
+        let n = decoder.read(&mut buf[filled..want]).map_err(gzip_error)?;
+        if n == 0 {
+            return Err(NrrdError::Truncated {
+                path: path.to_path_buf(),
+                expected: total,
+                found: done + filled,
+            });
+        }
+        filled += n;
+        let whole = filled - filled % row_bytes;
+        for r in buf[..whole].chunks_exact(row_bytes) {
+            row(index, r);
+            index += 1;
+        }
+        buf.copy_within(whole..filled, 0);
+        done += whole;
+        filled -= whole;
+    }
+    // One more read reaches the end of the member, where the decoder checks
+    // the gzip trailer (CRC-32 and length, RFC 1952 §2.3.1): a damaged mask
+    // is an error here, as it is for the whole-buffer inflate.
+    decoder.read(&mut [0u8; 64]).map_err(gzip_error)?;
+    Ok(())
 }
 
 /// Bounding box (x, y, z ranges) of the voxels where `inside(linear index)`,
@@ -419,7 +537,7 @@ pub fn read_nrrd_header(path: &Path) -> Result<NrrdHeader, NrrdError> {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, NrrdError> {
-    std::fs::read(path).map_err(|source| NrrdError::Io {
+    pages::read_file(path).map_err(|source| NrrdError::Io {
         path: path.to_path_buf(),
         source,
     })
@@ -816,18 +934,6 @@ fn raw_samples<'a>(path: &Path, bytes: &'a [u8], h: &NrrdHeader) -> Result<&'a [
     Ok(&d[..total])
 }
 
-/// Bytes past the last one wanted that a prefix inflate must have room for.
-///
-/// libdeflate inflates into the caller's buffer strictly in order and checks
-/// each literal, match (≤ 258 bytes, RFC 1951 §3.2.5) and stored block
-/// (≤ 65 535 bytes, §3.2.4) against the space left *before* writing it; when
-/// one does not fit it stops with `InsufficientSpace`, everything before that
-/// copy already final. With this much slack the failing copy starts after the
-/// wanted prefix, so the prefix is complete. `prefix_inflate_is_exact` checks
-/// this against a full inflate, so a libdeflate that behaved otherwise would
-/// fail the tests rather than return wrong samples.
-const PREFIX_SLACK: usize = 65_535 + 258 + 1;
-
 /// Decompresses the gzip payload until `needed` sample bytes are out (the
 /// rest of the stream is never inflated). Returns the sample bytes (after
 /// `byte skip`).
@@ -836,12 +942,17 @@ fn gunzip(path: &Path, bytes: &[u8], h: &NrrdHeader, needed: usize) -> Result<Ve
     let skip = h.byte_skip.unwrap_or(0);
     let total = h.voxel_count() * h.sample_type.size();
     // Fast path: libdeflate, ~2× flate2's speed here, into a buffer just big
-    // enough for the prefix (see PREFIX_SLACK). Anything else (several gzip
-    // members, corrupt or short data) goes through flate2's streaming decoder,
-    // which also names the error.
+    // enough for the prefix (see `inflate::PREFIX_SLACK`). Anything else
+    // (several gzip members, corrupt or short data) goes through flate2's
+    // streaming decoder, which also names the error.
     let want = skip + needed;
-    let room = want + if needed < total { PREFIX_SLACK } else { 0 };
-    let mut out = vec![0u8; room.min(skip + total)];
+    let room = want
+        + if needed < total {
+            inflate::PREFIX_SLACK
+        } else {
+            0
+        };
+    let mut out = pages::zeroed::<u8>(room.min(skip + total));
     let got = match libdeflater::Decompressor::new().gzip_decompress(after_header, &mut out) {
         Ok(n) => n == skip + total,
         Err(libdeflater::DecompressionError::InsufficientSpace) => out.len() < skip + total,
@@ -903,7 +1014,41 @@ pub fn read_nrrd_f32_cropped<E: From<NrrdError>>(
     // The header of the whole file (same bytes as the one read above, but
     // parsed from the buffer so that offsets refer to it).
     let h = parse_header(path, &bytes)?;
+    let mut bytes = bytes;
+    if let Some(data) = gunzip_two_cores(&mut bytes, &h, &region) {
+        return Ok(convert_region(&h, &data, region, |v| v as f32));
+    }
     Ok(decode(path, &bytes, &h, region, |v| v as f32)?)
+}
+
+/// Below this many bytes a prefix inflates serially: the split costs a
+/// block search, a thread and a marker pass (≈ 1–2 ms).
+const TWO_CORE_MIN_BYTES: usize = 4 << 20;
+
+/// The samples up to `region`'s last slice inflated on two cores
+/// (`inflate::inflate_prefix`), or `None` where that does not apply (not
+/// gzip, a small prefix, one CPU) or does not work out; the caller then
+/// decodes serially, which also reports corrupt data.
+fn gunzip_two_cores(
+    bytes: &mut [u8],
+    h: &NrrdHeader,
+    region: &[Range<usize>; 3],
+) -> Option<Vec<u8>> {
+    if h.encoding != Encoding::Gzip {
+        return None;
+    }
+    let skip = h.byte_skip.unwrap_or(0);
+    let size = h.sample_type.size();
+    let needed = region[2].end * h.dims[0] * h.dims[1] * size;
+    let total = h.voxel_count() * size;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if needed < TWO_CORE_MIN_BYTES || cpus < 2 || rayon::current_num_threads() < 2 {
+        return None;
+    }
+    let offset = bytes.len() - skip_lines(&bytes[h.data_offset..], h.line_skip).len();
+    let mut out = inflate::inflate_prefix(&mut bytes[offset..], skip + needed, skip + total)?;
+    out.drain(..skip);
+    Some(out)
 }
 
 /// Converts the samples of `region` (`data` starts at the first slice of the
@@ -1189,7 +1334,7 @@ mod tests {
     /// The prefix inflate (`gunzip` with fewer bytes than the volume) must
     /// give exactly the bytes of a full inflate, whatever the prefix length:
     /// across stored blocks (noise), long matches (flat runs) and Huffman
-    /// blocks (gradients), for many cut points. This guards PREFIX_SLACK's
+    /// blocks (gradients), for many cut points. This guards inflate::PREFIX_SLACK's
     /// reading of libdeflate.
     #[test]
     fn prefix_inflate_is_exact() {
@@ -1449,6 +1594,93 @@ mod tests {
         let c = read_nrrd_mask_cropped(&text, 3).unwrap().unwrap();
         assert_eq!(c.region, [0..2, 0..2, 0..1]);
         assert_eq!(c.mask.data, vec![0, 1, 1, 0]);
+    }
+
+    /// The streamed mask scan (several 256 KiB chunks, rows that straddle
+    /// reads) gives the crop of the whole-volume reader, and a damaged
+    /// gzip trailer or a cut stream is an error, not a smaller mask.
+    #[test]
+    fn streamed_mask_crop_equals_the_full_read_and_checks_the_stream() {
+        let (_d, path) = tmp("big.nrrd");
+        let [nx, ny, nz] = [300usize, 7, 400];
+        let mut vol = Volume::new(vec![0i16; nx * ny * nz], [nx, ny, nz], [0.7, 0.7, 1.5]);
+        for (x, y, z) in [(17, 2, 90), (299, 6, 399), (150, 0, 201), (3, 4, 120)] {
+            let i = vol.index(x, y, z);
+            vol.data[i] = 1;
+        }
+        // Another label inside the box stays 0.
+        let i = vol.index(100, 3, 150);
+        vol.data[i] = 2;
+        write_nrrd(&path, &vol, true).unwrap();
+        let c = read_nrrd_mask_cropped(&path, 1).unwrap().unwrap();
+        assert_eq!(c.region, [3..300, 0..7, 90..400]);
+        let full = read_nrrd_mask(&path, 1).unwrap();
+        for z in 0..c.mask.dims[2] {
+            for y in 0..c.mask.dims[1] {
+                for x in 0..c.mask.dims[0] {
+                    let want = full.get(x + 3, y, z + 90);
+                    assert_eq!(c.mask.get(x, y, z), want, "({x}, {y}, {z})");
+                }
+            }
+        }
+        assert_eq!(c.mask.data.iter().filter(|&&m| m == 1).count(), 4);
+        let bytes = std::fs::read(&path).unwrap();
+        // The CRC-32 is the trailer's first four bytes (RFC 1952 §2.3.1).
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        bad[n - 8] ^= 0xff;
+        std::fs::write(&path, &bad).unwrap();
+        let err = read_nrrd_mask_cropped(&path, 1).unwrap_err();
+        assert!(matches!(err, NrrdError::Gzip { .. }), "{err}");
+        std::fs::write(&path, &bytes[..n - 200]).unwrap();
+        let err = read_nrrd_mask_cropped(&path, 1).unwrap_err();
+        assert!(
+            matches!(err, NrrdError::Gzip { .. } | NrrdError::Truncated { .. }),
+            "{err}"
+        );
+    }
+
+    /// A CT-sized cropped read (prefix over `TWO_CORE_MIN_BYTES`, so the
+    /// two-core inflate applies) gives the same samples as a full read.
+    #[test]
+    fn large_cropped_read_equals_the_full_read() {
+        let (_d, path) = tmp("ct.nrrd");
+        let [nx, ny, nz] = [512usize, 512, 12];
+        let mut state = 5u64;
+        let data: Vec<i16> = (0..nx * ny * nz)
+            .map(|i| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let (x, y) = ((i % nx) as f64, ((i / nx) % ny) as f64);
+                let body = (x - 256.0).hypot(y - 256.0) < 200.0;
+                let base = if body {
+                    40.0 + 25.0 * (x / 31.0).sin()
+                } else {
+                    -1000.0
+                };
+                (base + ((state >> 33) % 20) as f64) as i16
+            })
+            .collect();
+        let vol = Volume::new(data, [nx, ny, nz], [0.7, 0.7, 2.5]);
+        write_nrrd(&path, &vol, true).unwrap();
+        let region = [100..300, 50..450, 2..11];
+        let part = read_nrrd_f32_cropped(&path, |_| Ok::<_, NrrdError>(region.clone())).unwrap();
+        assert_eq!(part.dims, [200, 400, 9]);
+        for (z, y, x) in [(0, 0, 0), (8, 399, 199), (4, 200, 100), (7, 13, 150)] {
+            let want = vol.get(x + 100, y + 50, z + 2) as f32;
+            assert_eq!(part.get(x, y, z), want, "({x}, {y}, {z})");
+        }
+        let full = read_nrrd_f32(&path).unwrap();
+        let mut k = 0;
+        for z in region[2].clone() {
+            for y in region[1].clone() {
+                for x in region[0].clone() {
+                    assert_eq!(part.data[k], full.get(x, y, z));
+                    k += 1;
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,1084 @@
+//! Inflating a prefix of one gzip member on two cores (NRRD `encoding: gzip`).
+//!
+//! A gzip member is a single DEFLATE stream (RFC 1952 §2.2, RFC 1951), and
+//! every block may copy from the 32 KiB of output before it (§3.2.5), so a
+//! decoder normally has to start at the beginning: one core, however large
+//! the volume. Research CTs come as one-member gzip NRRD files of 12–18 MB,
+//! and inflating them was most of an end-to-end radiomics run
+//! (docs/benchmarks.md, "Radiomics").
+//!
+//! The stream is split in two, in the way pugz and rapidgzip describe:
+//! - this thread searches, from a bit offset part-way into the compressed
+//!   data, for the start of a dynamic-Huffman block: a header that parses
+//!   under the rules zlib's inflate enforces and a block that then decodes to
+//!   its end-of-block code, followed by another valid block header;
+//! - a second thread decodes from that block on with our own decoder, into
+//!   16-bit cells: a literal is its byte value, and a copy that reaches into
+//!   the unknown 32 KiB before the split yields *markers* (256 + position in
+//!   that window), which later copies propagate like any other value;
+//! - meanwhile libdeflate decodes the first part: the three bytes at the split
+//!   are overwritten with an empty final fixed-Huffman block (BFINAL = 1,
+//!   BTYPE = 01, code 256 = seven 0 bits, §3.2.6), so libdeflate stops exactly
+//!   at the split and reports how much it read, which confirms the split is a
+//!   real block boundary;
+//! - the markers are then replaced with the first part's last 32 KiB.
+//!
+//! Anything unexpected — no block start found, a decode error in either
+//! part, a split libdeflate does not end on — returns `None`, and the caller
+//! inflates serially (which also reports corrupt data properly).
+
+use super::pages;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// DEFLATE's window: the farthest a copy reaches back (RFC 1951 §3.2.5).
+const WINDOW: usize = 1 << 15;
+/// Longest match (§3.2.5).
+const MAX_MATCH: usize = 258;
+/// Room a decode buffer keeps past its limit (a match and its overshoot).
+const ROOM: usize = MAX_MATCH + OVERSHOOT;
+
+/// Bits of the first-level lookup tables (longer codes take the slow path).
+const LIT_BITS: u32 = 11;
+const DIST_BITS: u32 = 10;
+
+// Table entry layout: value << 16 | extra << 8 | kind << 4 | code length.
+// A code length of 0 means "longer than the table: decode canonically".
+const KIND_LIT: u32 = 0;
+const KIND_LEN: u32 = 1;
+const KIND_EOB: u32 = 2;
+const KIND_BAD: u32 = 3;
+const KIND: u32 = 0x30;
+/// Entry for a code longer than the table (kind BAD, code length 0).
+const SLOW: u32 = KIND_BAD << 4;
+
+const LEN_BASE: [u16; 29] = [
+    3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131,
+    163, 195, 227, 258,
+];
+const LEN_EXTRA: [u8; 29] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
+];
+const DIST_BASE: [u16; 30] = [
+    1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537,
+    2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577,
+];
+const DIST_EXTRA: [u8; 30] = [
+    0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13,
+    13,
+];
+/// Order of the code-length code lengths in a dynamic header (§3.2.7).
+const CL_ORDER: [usize; 19] = [
+    16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
+];
+
+fn lit_info(sym: usize) -> u32 {
+    match sym {
+        0..=255 => (sym as u32) << 16 | KIND_LIT << 4,
+        256 => KIND_EOB << 4,
+        257..=285 => {
+            let i = sym - 257;
+            (LEN_BASE[i] as u32) << 16 | (LEN_EXTRA[i] as u32) << 8 | KIND_LEN << 4
+        }
+        _ => KIND_BAD << 4,
+    }
+}
+
+fn dist_info(sym: usize) -> u32 {
+    match sym {
+        0..=29 => (DIST_BASE[sym] as u32) << 16 | (DIST_EXTRA[sym] as u32) << 8,
+        _ => KIND_BAD << 4,
+    }
+}
+
+/// Why a decode stopped early; only used to choose the serial fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bad {
+    Header,
+    Code,
+    Distance,
+    Stored,
+    Input,
+}
+
+/// A canonical Huffman code (§3.2.2) with a first-level table.
+struct Huffman {
+    table: Vec<u32>,
+    bits: u32,
+    counts: [u16; 16],
+    symbols: Vec<u16>,
+}
+
+impl Huffman {
+    fn new(bits: u32) -> Self {
+        Self {
+            table: vec![0; 1 << bits],
+            bits,
+            counts: [0; 16],
+            symbols: Vec::with_capacity(288),
+        }
+    }
+
+    /// Builds the code from code lengths. Over-subscribed codes are errors;
+    /// incomplete ones too unless the longest code has length 1, which is
+    /// what zlib's `inflate_table` accepts (and a code with no symbols, which
+    /// only matters if it is used). Returns whether the code is complete.
+    fn build(&mut self, lengths: &[u8], info: fn(usize) -> u32) -> Result<bool, Bad> {
+        self.counts = [0; 16];
+        for &l in lengths {
+            self.counts[l as usize] += 1;
+        }
+        self.counts[0] = 0;
+        let max = (1..16).rev().find(|&l| self.counts[l] != 0).unwrap_or(0);
+        let mut left: i32 = 1;
+        for l in 1..16 {
+            left <<= 1;
+            left -= self.counts[l] as i32;
+            if left < 0 {
+                return Err(Bad::Code);
+            }
+        }
+        if left > 0 && max > 1 {
+            return Err(Bad::Code);
+        }
+        let mut offs = [0u16; 16];
+        for l in 1..15 {
+            offs[l + 1] = offs[l] + self.counts[l];
+        }
+        self.symbols.clear();
+        self.symbols.resize(lengths.len(), 0);
+        for (sym, &l) in lengths.iter().enumerate() {
+            if l != 0 {
+                self.symbols[offs[l as usize] as usize] = sym as u16;
+                offs[l as usize] += 1;
+            }
+        }
+        // Unused patterns (incomplete codes) decode as errors.
+        self.table.fill(KIND_BAD << 4 | 1);
+        let size = 1usize << self.bits;
+        let mut code: u32 = 0;
+        let mut index = 0usize;
+        for l in 1..16u32 {
+            for _ in 0..self.counts[l as usize] {
+                let sym = self.symbols[index] as usize;
+                index += 1;
+                // Huffman codes are packed most significant bit first
+                // (§3.1.1), the bit reader serves the least significant first.
+                let rev = code.reverse_bits() >> (32 - l);
+                if l <= self.bits {
+                    let entry = info(sym) | l;
+                    let mut i = rev as usize;
+                    while i < size {
+                        self.table[i] = entry;
+                        i += 1 << l;
+                    }
+                } else {
+                    self.table[(rev & ((1 << self.bits) - 1)) as usize] = SLOW;
+                }
+                code += 1;
+            }
+            code <<= 1;
+        }
+        Ok(left == 0)
+    }
+
+    /// Canonical decode one bit at a time (puff's method), for codes longer
+    /// than the table. Returns (symbol, code length).
+    #[cold]
+    fn slow(&self, buf: u64) -> Option<(usize, u32)> {
+        let (mut code, mut first, mut index) = (0i32, 0i32, 0i32);
+        for len in 1..16u32 {
+            code |= ((buf >> (len - 1)) & 1) as i32;
+            let count = self.counts[len as usize] as i32;
+            if code - first < count {
+                return Some((self.symbols[(index + code - first) as usize] as usize, len));
+            }
+            index += count;
+            first += count;
+            first <<= 1;
+            code <<= 1;
+        }
+        None
+    }
+}
+
+/// LSB-first bit reader (§3.1.1) over a byte slice. Bits past the end read as
+/// zero; `overrun` says whether any were made up that way.
+#[derive(Clone, Copy)]
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+    buf: u64,
+    cnt: u32,
+}
+
+impl<'a> Bits<'a> {
+    fn at(data: &'a [u8], bit: usize) -> Self {
+        let mut b = Self {
+            data,
+            pos: bit / 8,
+            buf: 0,
+            cnt: 0,
+        };
+        b.refill();
+        b.consume((bit % 8) as u32);
+        b
+    }
+
+    /// Tops the buffer up to at least 56 bits.
+    #[inline(always)]
+    fn refill(&mut self) {
+        let k = ((63 - self.cnt) >> 3) as usize;
+        let w = if self.pos + 8 <= self.data.len() {
+            // SAFETY: 8 bytes from pos are in the slice (checked above).
+            u64::from_le(unsafe {
+                std::ptr::read_unaligned(self.data.as_ptr().add(self.pos) as *const u64)
+            })
+        } else {
+            self.tail_word()
+        };
+        // k ≤ 7 bytes fit; keep only those so bits above `cnt` stay zero.
+        let w = w & ((1u64 << (8 * k)) - 1);
+        self.buf |= w << self.cnt;
+        self.pos += k;
+        self.cnt += 8 * k as u32;
+    }
+
+    /// The last bytes of the input, zero-padded.
+    #[cold]
+    fn tail_word(&self) -> u64 {
+        let mut a = [0u8; 8];
+        if self.pos < self.data.len() {
+            let n = self.data.len() - self.pos;
+            a[..n].copy_from_slice(&self.data[self.pos..]);
+        }
+        u64::from_le_bytes(a)
+    }
+
+    #[inline(always)]
+    fn consume(&mut self, n: u32) {
+        self.buf >>= n;
+        self.cnt -= n;
+    }
+
+    #[inline(always)]
+    fn take(&mut self, n: u32) -> u32 {
+        let v = (self.buf & ((1u64 << n) - 1)) as u32;
+        self.consume(n);
+        v
+    }
+
+    /// Bit offset of the next unread bit.
+    fn bit(&self) -> usize {
+        self.pos * 8 - self.cnt as usize
+    }
+
+    fn overrun(&self) -> bool {
+        self.bit() > self.data.len() * 8
+    }
+}
+
+/// DEFLATE decoder into 16-bit cells (values ≥ 256 are window markers).
+struct Decoder {
+    lit: Huffman,
+    dist: Huffman,
+    fixed_lit: Huffman,
+    fixed_dist: Huffman,
+    lengths: [u8; 320],
+}
+
+/// Where the decoder is between calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At a block header.
+    Header,
+    /// Inside a Huffman block (fixed or dynamic code), `last` = BFINAL.
+    Huffman { fixed: bool, last: bool },
+    /// Inside a stored block with `left` bytes to go.
+    Stored { left: usize, last: bool },
+    /// After the final block.
+    Done,
+}
+
+impl Decoder {
+    fn new() -> Self {
+        let mut fixed_lit = Huffman::new(LIT_BITS);
+        let mut l = [0u8; 288];
+        l[..144].fill(8);
+        l[144..256].fill(9);
+        l[256..280].fill(7);
+        l[280..].fill(8);
+        fixed_lit.build(&l, lit_info).expect("fixed code");
+        let mut fixed_dist = Huffman::new(DIST_BITS);
+        fixed_dist.build(&[5u8; 32], dist_info).expect("fixed code");
+        Self {
+            lit: Huffman::new(LIT_BITS),
+            dist: Huffman::new(DIST_BITS),
+            fixed_lit,
+            fixed_dist,
+            lengths: [0; 320],
+        }
+    }
+
+    /// Reads a dynamic block header (§3.2.7) into `self.lit` / `self.dist`.
+    /// With `strict`, both codes must also be complete (zlib always writes
+    /// complete codes), which makes a random bit position very unlikely to
+    /// pass as a block start.
+    fn dynamic_header(&mut self, bits: &mut Bits, strict: bool) -> Result<(), Bad> {
+        bits.refill();
+        let hlit = bits.take(5) as usize + 257;
+        let hdist = bits.take(5) as usize + 1;
+        let hclen = bits.take(4) as usize + 4;
+        if hlit > 286 || hdist > 30 {
+            return Err(Bad::Header);
+        }
+        let mut cl = [0u8; 19];
+        for &i in &CL_ORDER[..hclen] {
+            // 19 · 3 bits would be more than one refill guarantees.
+            bits.refill();
+            cl[i] = bits.take(3) as u8;
+        }
+        let mut clh = Huffman::new(7);
+        // zlib rejects an incomplete code-length code outright.
+        if !clh.build(&cl, |s| (s as u32) << 16)? {
+            return Err(Bad::Header);
+        }
+        let n = hlit + hdist;
+        let mut i = 0;
+        while i < n {
+            bits.refill();
+            let e = clh.table[(bits.buf & 0x7f) as usize];
+            let len = e & 15;
+            if e >> 4 & 3 == KIND_BAD {
+                return Err(Bad::Header);
+            }
+            bits.consume(len);
+            let sym = (e >> 16) as u8;
+            let (value, repeat) = match sym {
+                0..=15 => (sym, 1),
+                16 => {
+                    if i == 0 {
+                        return Err(Bad::Header);
+                    }
+                    (self.lengths[i - 1], 3 + bits.take(2) as usize)
+                }
+                17 => (0, 3 + bits.take(3) as usize),
+                _ => (0, 11 + bits.take(7) as usize),
+            };
+            if i + repeat > n {
+                return Err(Bad::Header);
+            }
+            self.lengths[i..i + repeat].fill(value);
+            i += repeat;
+        }
+        if self.lengths[256] == 0 {
+            return Err(Bad::Header);
+        }
+        let lit_complete = self.lit.build(&self.lengths[..hlit], lit_info)?;
+        let dist_complete = self.dist.build(&self.lengths[hlit..n], dist_info)?;
+        if strict && !(lit_complete && dist_complete) {
+            return Err(Bad::Header);
+        }
+        if bits.overrun() {
+            return Err(Bad::Input);
+        }
+        Ok(())
+    }
+
+    /// Reads a block header (§3.2.3).
+    fn header(&mut self, bits: &mut Bits, strict: bool) -> Result<State, Bad> {
+        bits.refill();
+        let last = bits.take(1) == 1;
+        match bits.take(2) {
+            0 => {
+                // Back to the byte boundary, LEN and NLEN from the bytes.
+                let at = bits.bit().div_ceil(8);
+                let d = bits.data;
+                if at + 4 > d.len() {
+                    return Err(Bad::Input);
+                }
+                let len = u16::from_le_bytes([d[at], d[at + 1]]);
+                let nlen = u16::from_le_bytes([d[at + 2], d[at + 3]]);
+                if len != !nlen {
+                    return Err(Bad::Stored);
+                }
+                *bits = Bits::at(d, (at + 4) * 8);
+                Ok(State::Stored {
+                    left: len as usize,
+                    last,
+                })
+            }
+            1 => Ok(State::Huffman { fixed: true, last }),
+            2 => {
+                self.dynamic_header(bits, strict)?;
+                Ok(State::Huffman { fixed: false, last })
+            }
+            _ => Err(Bad::Header),
+        }
+    }
+
+    /// Decodes from `state` into `out[*pos..]` until the end of the current
+    /// block or until `*pos >= limit` (`out` must have `MAX_MATCH` cells of
+    /// room past `limit`). Returns the state to resume from.
+    fn run<T: Cell>(
+        &mut self,
+        state: State,
+        bits: &mut Bits,
+        out: &mut [T],
+        pos: &mut usize,
+        limit: usize,
+    ) -> Result<State, Bad> {
+        match state {
+            State::Header | State::Done => Ok(state),
+            State::Stored { left, last } => {
+                // The reader is byte aligned with nothing buffered past
+                // whole bytes (`Bits::at` on a byte boundary).
+                let at = bits.bit() / 8;
+                let d = bits.data;
+                if at + left > d.len() {
+                    return Err(Bad::Input);
+                }
+                let n = left.min(limit.saturating_sub(*pos));
+                for (o, &b) in out[*pos..*pos + n].iter_mut().zip(&d[at..at + n]) {
+                    *o = T::byte(b);
+                }
+                *pos += n;
+                *bits = Bits::at(d, (at + n) * 8);
+                Ok(if n == left {
+                    if last { State::Done } else { State::Header }
+                } else {
+                    State::Stored {
+                        left: left - n,
+                        last,
+                    }
+                })
+            }
+            State::Huffman { fixed, last } => {
+                let (lit, dist) = if fixed {
+                    (&self.fixed_lit, &self.fixed_dist)
+                } else {
+                    (&self.lit, &self.dist)
+                };
+                let eob = symbols(lit, dist, bits, out, pos, limit)?;
+                if bits.overrun() {
+                    return Err(Bad::Input);
+                }
+                Ok(match (eob, last) {
+                    (false, _) => state,
+                    (true, true) => State::Done,
+                    (true, false) => State::Header,
+                })
+            }
+        }
+    }
+}
+
+/// An output cell: a byte, or a 16-bit cell that can also hold a marker.
+trait Cell: Copy + Send + Sync + 'static {
+    fn byte(b: u8) -> Self;
+}
+impl Cell for u8 {
+    #[inline(always)]
+    fn byte(b: u8) -> Self {
+        b
+    }
+}
+impl Cell for u16 {
+    #[inline(always)]
+    fn byte(b: u8) -> Self {
+        b as u16
+    }
+}
+
+/// Cells written past a copy's end by the chunked copy below; buffers keep
+/// this much room after `limit + MAX_MATCH`.
+const OVERSHOOT: usize = 32;
+
+/// The symbol loop of a Huffman block (§3.2.5). Returns true at the
+/// end-of-block code, false when `limit` was reached first.
+#[inline(never)]
+fn symbols<T: Cell>(
+    lit: &Huffman,
+    dist: &Huffman,
+    outer: &mut Bits,
+    out: &mut [T],
+    pos: &mut usize,
+    limit: usize,
+) -> Result<bool, Bad> {
+    assert!(limit + MAX_MATCH + OVERSHOOT <= out.len());
+    let lit_mask = (lit.table.len() - 1) as u64;
+    let dist_mask = (dist.table.len() - 1) as u64;
+    let lt = &lit.table[..];
+    let dt = &dist.table[..];
+    let base = out.as_mut_ptr();
+    let mut p = *pos;
+    // A local copy, so that the reader lives in registers (writes through
+    // `base` could otherwise alias it).
+    let mut local = *outer;
+    let bits = &mut local;
+    let result = loop {
+        if p >= limit {
+            break Ok(false);
+        }
+        bits.refill();
+        let mut e = lt[(bits.buf & lit_mask) as usize];
+        if e == SLOW {
+            let Some((sym, len)) = lit.slow(bits.buf) else {
+                break Err(Bad::Code);
+            };
+            e = lit_info(sym) | len;
+        }
+        bits.consume(e & 15);
+        match e >> 4 & 3 {
+            KIND_LIT => {
+                // SAFETY: p < limit and out has MAX_MATCH cells past limit.
+                unsafe { *base.add(p) = T::byte((e >> 16) as u8) };
+                p += 1;
+                // Up to two more literals without a refill while the
+                // buffer still holds a whole first-level code (p stays
+                // within limit + 2).
+                for _ in 0..2 {
+                    if bits.cnt < LIT_BITS {
+                        break;
+                    }
+                    let e2 = lt[(bits.buf & lit_mask) as usize];
+                    if e2 & KIND != 0 {
+                        break;
+                    }
+                    bits.consume(e2 & 15);
+                    // SAFETY: as above.
+                    unsafe { *base.add(p) = T::byte((e2 >> 16) as u8) };
+                    p += 1;
+                }
+            }
+            KIND_LEN => {
+                let len = (e >> 16) as usize + bits.take(e >> 8 & 15) as usize;
+                let mut d = dt[(bits.buf & dist_mask) as usize];
+                if d == SLOW {
+                    let Some((sym, l)) = dist.slow(bits.buf) else {
+                        break Err(Bad::Code);
+                    };
+                    d = dist_info(sym) | l;
+                }
+                if d & KIND != 0 {
+                    break Err(Bad::Code);
+                }
+                bits.consume(d & 15);
+                let distance = (d >> 16) as usize + bits.take(d >> 8 & 15) as usize;
+                if distance > p {
+                    break Err(Bad::Distance);
+                }
+                // SAFETY: src = p - distance ≥ 0; writes end before
+                // p + len + OVERSHOOT ≤ limit + 2 + MAX_MATCH + OVERSHOOT,
+                // within out (asserted above); reads stay below the writes.
+                unsafe { copy_match(base, p, distance, len) };
+                p += len;
+            }
+            KIND_EOB => break Ok(true),
+            _ => break Err(Bad::Code),
+        }
+    };
+    *pos = p;
+    *outer = local;
+    result
+}
+
+/// out[p..p + len] = out[p - distance..], with overlap meaning repetition
+/// (§3.2.3). May write up to OVERSHOOT cells past the end.
+#[inline(always)]
+unsafe fn copy_match<T: Copy>(base: *mut T, p: usize, distance: usize, len: usize) {
+    // SAFETY: the caller guarantees the ranges (see the hot loop).
+    unsafe {
+        let dst = base.add(p);
+        let src = base.add(p - distance);
+        if distance >= 16 {
+            // 16-cell chunks never overlap the cells they read from.
+            let mut k = 0;
+            while k < len {
+                std::ptr::copy_nonoverlapping(src.add(k), dst.add(k), 16);
+                k += 16;
+            }
+        } else if distance >= 4 {
+            let mut k = 0;
+            while k < len {
+                std::ptr::copy_nonoverlapping(src.add(k), dst.add(k), 4);
+                k += 4;
+            }
+        } else if distance == 1 {
+            let v = *src;
+            for k in 0..len {
+                *dst.add(k) = v;
+            }
+        } else {
+            for k in 0..len {
+                *dst.add(k) = *src.add(k);
+            }
+        }
+    }
+}
+
+/// Offset of the DEFLATE data in a gzip member (RFC 1952 §2.3.1).
+fn deflate_offset(gz: &[u8]) -> Option<usize> {
+    if gz.len() < 18 || gz[0] != 0x1f || gz[1] != 0x8b || gz[2] != 8 {
+        return None;
+    }
+    let flags = gz[3];
+    let mut at = 10;
+    if flags & 4 != 0 {
+        let xlen = u16::from_le_bytes([*gz.get(at)?, *gz.get(at + 1)?]) as usize;
+        at += 2 + xlen;
+    }
+    for bit in [8u8, 16] {
+        if flags & bit != 0 {
+            at += gz.get(at..)?.iter().position(|&b| b == 0)? + 1;
+        }
+    }
+    if flags & 2 != 0 {
+        at += 2;
+    }
+    (at < gz.len()).then_some(at)
+}
+
+/// A block start found by `find_block`, with its first block decoded.
+struct Split {
+    /// Bit offset of the block start.
+    bit: usize,
+    /// Bit offset of the header after the first block.
+    next: usize,
+    /// Cells written after the window by the first block.
+    cells: usize,
+}
+
+/// Finds the first bit offset in `from..to` where a dynamic block starts
+/// that decodes to its end (into `out[WINDOW..]`, markers set first) and is
+/// followed by a valid block header.
+fn find_block(data: &[u8], from: usize, to: usize, out: &mut [u16]) -> Option<Split> {
+    for (k, c) in out[..WINDOW].iter_mut().enumerate() {
+        *c = (256 + k) as u16;
+    }
+    let mut dec = Decoder::new();
+    let end = to.min(data.len().saturating_sub(16) * 8);
+    for bit in from..end {
+        // Cheap filter on the first 17 + 3·HCLEN bits: BFINAL = 0, BTYPE = 10,
+        // HLIT ≤ 29, HDIST ≤ 29, and a complete code-length code.
+        let byte = bit / 8;
+        let w = u128::from_le_bytes(data[byte..byte + 16].try_into().unwrap()) >> (bit % 8);
+        let lo = w as u64;
+        if lo & 7 != 4 || (lo >> 3) & 31 > 29 || (lo >> 8) & 31 > 29 {
+            continue;
+        }
+        let hclen = ((lo >> 13) & 15) as usize + 4;
+        let mut counts = [0i32; 8];
+        for k in 0..hclen {
+            counts[((w >> (17 + 3 * k)) & 7) as usize] += 1;
+        }
+        let mut left = 1i32;
+        for c in &counts[1..] {
+            left = (left << 1) - c;
+            if left < 0 {
+                break;
+            }
+        }
+        if left != 0 {
+            continue;
+        }
+        if let Some(split) = try_block(&mut dec, data, bit, out) {
+            return Some(split);
+        }
+    }
+    None
+}
+
+/// Decodes the block at `bit` (strict header) and checks that another valid
+/// block header follows it.
+fn try_block(dec: &mut Decoder, data: &[u8], bit: usize, out: &mut [u16]) -> Option<Split> {
+    let mut bits = Bits::at(data, bit);
+    let state = dec.header(&mut bits, true).ok()?;
+    let mut pos = WINDOW;
+    let limit = out.len() - ROOM;
+    if dec.run(state, &mut bits, out, &mut pos, limit) != Ok(State::Header) {
+        return None;
+    }
+    let next = bits.bit();
+    dec.header(&mut bits, false).ok()?;
+    Some(Split {
+        bit,
+        next,
+        cells: pos - WINDOW,
+    })
+}
+
+/// What the second part decoded: `cells` 16-bit cells (after the window of
+/// `out`), then `bytes[WINDOW..WINDOW + n]` once no marker could appear.
+#[derive(Debug)]
+struct Tail {
+    cells: usize,
+    bytes: Vec<u8>,
+    n: usize,
+}
+
+impl Tail {
+    fn len(&self) -> usize {
+        self.cells + self.n
+    }
+}
+
+/// Continues decoding at block header `bit` after `done` cells (past the
+/// window of `out`) until the end of the stream, the end of the buffers, or
+/// the shared `target` (values wanted after the window; `usize::MAX` while
+/// not known yet). Once the last 32 KiB hold no marker none can appear again
+/// (copies reach back at most that far), and decoding goes on into bytes.
+fn decode_from(
+    data: &[u8],
+    bit: usize,
+    out: &mut [u16],
+    done: usize,
+    target: &AtomicUsize,
+) -> Result<Tail, Bad> {
+    let mut dec = Decoder::new();
+    let mut bits = Bits::at(data, bit);
+    let mut pos = WINDOW + done;
+    let cap = out.len() - ROOM;
+    let mut state = State::Header;
+    let want = |cap: usize, offset: usize| {
+        let t = target.load(Ordering::Acquire);
+        if t == usize::MAX {
+            cap
+        } else {
+            offset.saturating_add(t).min(cap)
+        }
+    };
+    // 16-bit cells while markers may still be copied.
+    loop {
+        let hard = want(cap, WINDOW);
+        if pos >= hard || state == State::Done {
+            return Ok(Tail {
+                cells: pos - WINDOW,
+                bytes: Vec::new(),
+                n: 0,
+            });
+        }
+        if pos >= 2 * WINDOW && out[pos - WINDOW..pos].iter().all(|&c| c < 256) {
+            break;
+        }
+        if state == State::Header {
+            state = dec.header(&mut bits, false)?;
+        }
+        // Look at the target (and for markers) every 256 KiB of output.
+        let limit = hard.min(pos + (1 << 18));
+        state = dec.run(state, &mut bits, out, &mut pos, limit)?;
+    }
+    let cells = pos - WINDOW;
+    let mut bytes = pages::zeroed::<u8>(WINDOW + (cap - pos) + ROOM);
+    for (b, &c) in bytes[..WINDOW].iter_mut().zip(&out[pos - WINDOW..pos]) {
+        *b = c as u8;
+    }
+    let cap8 = bytes.len() - ROOM;
+    let mut pos8 = WINDOW;
+    loop {
+        // The target counts the cells too.
+        let t = target.load(Ordering::Acquire);
+        let hard = if t == usize::MAX {
+            cap8
+        } else {
+            (WINDOW + t.saturating_sub(cells)).min(cap8)
+        };
+        if pos8 >= hard || state == State::Done {
+            return Ok(Tail {
+                cells,
+                bytes,
+                n: pos8 - WINDOW,
+            });
+        }
+        if state == State::Header {
+            state = dec.header(&mut bits, false)?;
+        }
+        let limit = hard.min(pos8 + (1 << 20));
+        state = dec.run(state, &mut bits, &mut bytes, &mut pos8, limit)?;
+    }
+}
+
+/// Bytes past the last one wanted that a prefix inflate must have room for.
+///
+/// libdeflate inflates into the caller's buffer strictly in order and checks
+/// each literal, match (≤ 258 bytes, RFC 1951 §3.2.5) and stored block
+/// (≤ 65 535 bytes, §3.2.4) against the space left *before* writing it; when
+/// one does not fit it stops with `InsufficientSpace`, everything before that
+/// copy already final. With this much slack the failing copy starts after the
+/// wanted prefix, so the prefix is complete. `prefix_inflate_is_exact` checks
+/// this against a full inflate, so a libdeflate that behaved otherwise would
+/// fail the tests rather than return wrong samples.
+pub const PREFIX_SLACK: usize = 65_535 + MAX_MATCH + 1;
+
+/// Share of the prefix's compressed bytes given to libdeflate (the faster
+/// decoder), measured on the radiomics CTs.
+const SPLIT: f64 = 0.67;
+
+enum First {
+    /// Ended at the final block: (bytes read, bytes written).
+    Ended(usize, usize),
+    /// Output buffer full before the end.
+    Full,
+    Bad,
+}
+
+fn libdeflate_raw(input: &[u8], out: &mut [u8]) -> First {
+    // SAFETY: libdeflate reads `input.len()` bytes and writes at most
+    // `out.len()` bytes through the pointers given; the decompressor is
+    // allocated and freed here and used by this thread only.
+    unsafe {
+        let d = libdeflate_sys::libdeflate_alloc_decompressor();
+        if d.is_null() {
+            return First::Bad;
+        }
+        let (mut read, mut written) = (0usize, 0usize);
+        let r = libdeflate_sys::libdeflate_deflate_decompress_ex(
+            d,
+            input.as_ptr().cast(),
+            input.len(),
+            out.as_mut_ptr().cast(),
+            out.len(),
+            &mut read,
+            &mut written,
+        );
+        libdeflate_sys::libdeflate_free_decompressor(d);
+        match r {
+            libdeflate_sys::libdeflate_result_LIBDEFLATE_SUCCESS => First::Ended(read, written),
+            libdeflate_sys::libdeflate_result_LIBDEFLATE_INSUFFICIENT_SPACE => First::Full,
+            _ => First::Bad,
+        }
+    }
+}
+
+/// Exactly the first `needed` bytes of the gzip member `gz` inflated (a
+/// stream of `total` bytes), or `None` when the two-part decode cannot be
+/// used (see the module docs). `gz` is patched while the first part is
+/// decoded and restored before this returns.
+pub fn inflate_prefix(gz: &mut [u8], needed: usize, total: usize) -> Option<Vec<u8>> {
+    let start = deflate_offset(gz)?;
+    let deflate = &mut gz[start..];
+    // The split: libdeflate gets the larger share of the compressed bytes
+    // the prefix spans, assuming an even ratio along the stream.
+    let span = (deflate.len() as f64 * needed as f64 / total.max(1) as f64) as usize;
+    let from = (span as f64 * SPLIT) as usize * 8;
+    let mut second = pages::zeroed::<u16>(WINDOW + needed + ROOM);
+    // zlib ends a block every 16 Ki symbols (default memLevel): a few tens
+    // of KiB of input, so a start is normally found within one.
+    let split = find_block(deflate, from, from + 8 * (1 << 20), &mut second)?;
+    let (q, r) = (split.bit / 8, split.bit % 8);
+    // The second part goes on after its first block, past the patched bytes.
+    if split.next < (q + 3) * 8 {
+        return None;
+    }
+    let saved = [deflate[q], deflate[q + 1], deflate[q + 2]];
+    // The empty final fixed block at the split: BFINAL = 1 and BTYPE = 01
+    // (bits r and r + 1), then the seven 0 bits of code 256.
+    let v = (saved[0] as u32 & ((1 << r) - 1)) | 0b11 << r;
+    deflate[q] = v as u8;
+    deflate[q + 1] = (v >> 8) as u8;
+    deflate[q + 2] = 0;
+    let expect_in = (split.bit + 10).div_ceil(8);
+    let target = AtomicUsize::new(usize::MAX);
+    let mut first = pages::zeroed::<u8>(needed + PREFIX_SLACK);
+    let (head, tail) = deflate.split_at_mut(q + 3);
+    let tail_bit = split.next - (q + 3) * 8;
+    let (one, two) = std::thread::scope(|s| {
+        let tail: &[u8] = tail;
+        let (target, second) = (&target, &mut second);
+        let two = s.spawn(move || decode_from(tail, tail_bit, second, split.cells, target));
+        let one = libdeflate_raw(head, &mut first);
+        let stop = match one {
+            First::Ended(read, written) if read == expect_in => needed.saturating_sub(written),
+            _ => 0,
+        };
+        target.store(stop, Ordering::Release);
+        (one, two.join().unwrap_or(Err(Bad::Input)))
+    });
+    deflate[q..q + 3].copy_from_slice(&saved);
+    let written = match one {
+        First::Full => {
+            // The prefix ended before the split: libdeflate alone has it.
+            first.truncate(needed);
+            return Some(first);
+        }
+        First::Ended(read, written) if read == expect_in => written,
+        _ => return None,
+    };
+    if written >= needed {
+        first.truncate(needed);
+        return Some(first);
+    }
+    let want = needed - written;
+    let two = two.ok()?;
+    if two.len() < want {
+        return None;
+    }
+    // Markers → bytes through a table: 256 literals, then the window.
+    let mut lut = vec![0u8; 256 + WINDOW];
+    for (i, v) in lut[..256].iter_mut().enumerate() {
+        *v = i as u8;
+    }
+    let known = written.min(WINDOW);
+    lut[256 + WINDOW - known..].copy_from_slice(&first[written - known..written]);
+    let ncells = two.cells.min(want);
+    let cells = &second[WINDOW..WINDOW + ncells];
+    if known < WINDOW {
+        // Markers before the start of the stream: not a real split.
+        let lowest = (256 + WINDOW - known) as u16;
+        if cells.iter().any(|&c| c >= 256 && c < lowest) {
+            return None;
+        }
+    }
+    use rayon::prelude::*;
+    let (resolved, copied) = first[written..needed].split_at_mut(ncells);
+    if !copied.is_empty() {
+        copied.copy_from_slice(&two.bytes[WINDOW..WINDOW + copied.len()]);
+    }
+    resolved
+        .par_chunks_mut(1 << 18)
+        .zip(cells.par_chunks(1 << 18))
+        .for_each(|(o, c)| {
+            for (o, &c) in o.iter_mut().zip(c) {
+                *o = lut[c as usize];
+            }
+        });
+    first.truncate(needed);
+    Some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// CT-like 16-bit samples: a smooth field plus noise, so that the
+    /// stream has literals, short and long matches like a real CT.
+    fn ct_like(n: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed;
+        let mut out = Vec::with_capacity(2 * n);
+        for i in 0..n {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let (x, y) = ((i % 512) as f64, (i / 512) as f64);
+            let field = if (x - 256.0).hypot(y % 512.0 - 256.0) < 200.0 {
+                40.0 + 30.0 * (x / 37.0).sin() * (y / 53.0).cos()
+            } else {
+                -1000.0
+            };
+            let noise = ((state >> 33) % 24) as f64 - 12.0;
+            let v = (field + noise) as i16;
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    fn gzip_flate2(data: &[u8], level: u32) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn gzip_libdeflate(data: &[u8], level: i32) -> Vec<u8> {
+        let lvl = libdeflater::CompressionLvl::new(level).unwrap();
+        let mut c = libdeflater::Compressor::new(lvl);
+        let mut out = vec![0; c.gzip_compress_bound(data.len())];
+        let n = c.gzip_compress(data, &mut out).unwrap();
+        out.truncate(n);
+        out
+    }
+
+    /// Every prefix the two-core path returns equals the same prefix of the
+    /// data, for streams from two encoders at several levels, and the path
+    /// is actually taken for most prefixes (not a test of the fallback).
+    #[test]
+    fn two_core_prefix_equals_the_data() {
+        let data = ct_like(1 << 20, 7);
+        let streams = [
+            ("flate2 1", gzip_flate2(&data, 1)),
+            ("flate2 6", gzip_flate2(&data, 6)),
+            ("flate2 9", gzip_flate2(&data, 9)),
+            ("libdeflate 1", gzip_libdeflate(&data, 1)),
+            ("libdeflate 6", gzip_libdeflate(&data, 6)),
+            ("libdeflate 12", gzip_libdeflate(&data, 12)),
+        ];
+        for (name, gz) in streams {
+            let mut gz2 = gz.clone();
+            let mut taken = 0;
+            for k in [3usize, 5, 7, 8, 9, 10, 11, 12] {
+                let needed = data.len() * k / 12;
+                if let Some(got) = inflate_prefix(&mut gz2, needed, data.len()) {
+                    assert_eq!(got.len(), needed, "{name}, prefix {k}/12");
+                    assert!(got == data[..needed], "{name}: prefix {k}/12 differs");
+                    taken += 1;
+                }
+                assert!(gz2 == gz, "{name}: input not restored");
+            }
+            assert!(taken >= 6, "{name}: two-core path taken {taken}/8 times");
+        }
+    }
+
+    /// Streams without dynamic blocks (stored only) fall back, and damaged
+    /// streams never panic and never return a prefix of the wrong length.
+    #[test]
+    fn stored_and_damaged_streams_fall_back_or_decode() {
+        let data = ct_like(1 << 19, 3);
+        let mut stored = gzip_flate2(&data, 0);
+        let n = data.len() * 3 / 4;
+        if let Some(got) = inflate_prefix(&mut stored, n, data.len()) {
+            assert!(got == data[..n]);
+        }
+        let gz = gzip_libdeflate(&data, 6);
+        for at in [gz.len() / 2, gz.len() * 2 / 3, gz.len() * 5 / 6] {
+            let mut bad = gz.clone();
+            bad[at] ^= 0x5a;
+            bad[at + 1] ^= 0xa5;
+            if let Some(got) = inflate_prefix(&mut bad, n, data.len()) {
+                assert_eq!(got.len(), n);
+            }
+        }
+        // Not gzip at all, or cut short.
+        assert!(inflate_prefix(&mut data.clone(), n, data.len()).is_none());
+        let mut short = gz[..gz.len() / 3].to_vec();
+        assert!(inflate_prefix(&mut short, n, data.len()).is_none());
+    }
+
+    /// The decoder alone, from the start of a stream (no markers), matches
+    /// the data: fixed, dynamic and stored blocks.
+    #[test]
+    fn decoder_from_the_start_matches() {
+        let data = ct_like(1 << 17, 11);
+        for (level, gz) in [
+            (0, gzip_flate2(&data, 0)),
+            (1, gzip_flate2(&data, 1)),
+            (9, gzip_flate2(&data, 9)),
+            (12, gzip_libdeflate(&data, 12)),
+            // A short input: one fixed-Huffman block.
+            (
+                99,
+                gzip_flate2(b"a fixed block, a fixed block, a fixed block", 6),
+            ),
+        ] {
+            let expect: &[u8] = if level == 99 {
+                b"a fixed block, a fixed block, a fixed block"
+            } else {
+                &data
+            };
+            let start = deflate_offset(&gz).unwrap();
+            let mut out = vec![0u16; WINDOW + expect.len() + ROOM];
+            let target = AtomicUsize::new(expect.len());
+            let tail = decode_from(&gz[start..], 0, &mut out, 0, &target).unwrap();
+            assert_eq!(tail.len(), expect.len(), "level {level}");
+            let mut got: Vec<u8> = out[WINDOW..WINDOW + tail.cells]
+                .iter()
+                .map(|&c| {
+                    assert!(c < 256, "marker from a stream start");
+                    c as u8
+                })
+                .collect();
+            if tail.n > 0 {
+                got.extend_from_slice(&tail.bytes[WINDOW..WINDOW + tail.n]);
+            }
+            assert!(got == expect, "level {level}");
+        }
+    }
+}
