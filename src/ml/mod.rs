@@ -16,6 +16,7 @@
 pub mod bert;
 pub mod cachexia;
 mod error;
+pub mod nodule;
 pub mod text_encoder;
 pub mod vit;
 
