@@ -10,10 +10,12 @@
 //! reason candle measured ~2x slower than PyTorch batched (STACK.md). Here
 //! every position-wise layer (Q/K/V, attention output, feed-forward, layer
 //! norms: ~95% of the FLOPs at these lengths) runs on the `T` real tokens of
-//! the batch stacked into one `(T, hidden)` matrix, one GEMM per layer; only
-//! the attention scores use a padded `(batch, heads, L, L)` view, built by an
-//! index gather, with the padding masked as in Hugging Face's
-//! `get_extended_attention_mask`. The arithmetic per real token is the same
+//! the batch stacked into one `(T, hidden)` matrix, one GEMM per layer; the
+//! attention itself runs per (sequence, head) on the packed rows
+//! ([`PackedAttention`]), so no padding exists anywhere at inference (when
+//! gradients are tracked, a padded `(batch, heads, L, L)` view of candle
+//! ops, masked as in Hugging Face's `get_extended_attention_mask`, is used
+//! instead). The arithmetic per real token is the same
 //! as the padded model's, so outputs agree with the reference to float
 //! rounding (parity test: `tests/minilm.rs`).
 //!
@@ -257,13 +259,34 @@ impl Attention {
 
     /// `xs`: `(T, hidden)` packed tokens → `(T, hidden)`.
     fn forward(&self, xs: &Tensor, batch: &PackedBatch) -> Result<Tensor> {
-        let total = xs.dim(0)?;
         let qkv = self.qkv.forward(xs)?; // (T, 3H)
+        // Inference on the CPU: attention per (sequence, head) on the packed
+        // rows ([`PackedAttention`]). When gradients are tracked (a caller
+        // training through the encoder) the padded view below, built from
+        // differentiable candle ops, is used instead.
+        let ctx = if qkv.device().is_cpu() && qkv.dtype() == DType::F32 && !qkv.track_op() {
+            qkv.contiguous()?.apply_op1_no_bwd(&PackedAttention {
+                lens: &batch.lens,
+                num_heads: self.num_heads,
+                head_dim: self.head_dim,
+            })?
+        } else {
+            self.padded_attention(&qkv, batch)?
+        };
+        let out = self.output.forward(&ctx)?;
+        self.layer_norm.forward(&(out + xs)?)
+    }
+
+    /// Attention through a padded `(batch, heads, L, L)` view of the packed
+    /// `qkv` (`(T, 3H)` → `(T, H)`), masking the padding as Hugging Face's
+    /// `get_extended_attention_mask` does. Differentiable.
+    fn padded_attention(&self, qkv: &Tensor, batch: &PackedBatch) -> Result<Tensor> {
+        let total = qkv.dim(0)?;
         let (b, len, qkv) = match &batch.padding {
-            None => (1, total, qkv),
+            None => (1, total, qkv.clone()),
             Some(p) => {
                 let zero = Tensor::zeros((1, 3 * self.hidden), qkv.dtype(), qkv.device())?;
-                let padded = Tensor::cat(&[&qkv, &zero], 0)?.index_select(&p.to_padded, 0)?;
+                let padded = Tensor::cat(&[qkv, &zero], 0)?.index_select(&p.to_padded, 0)?;
                 (batch.lens.len(), p.max_len, padded)
             }
         };
@@ -287,12 +310,157 @@ impl Attention {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b * len, self.hidden))?;
-        let ctx = match &batch.padding {
-            None => ctx,
-            Some(p) => ctx.index_select(&p.from_padded, 0)?,
+        match &batch.padding {
+            None => Ok(ctx),
+            Some(p) => ctx.index_select(&p.from_padded, 0),
+        }
+    }
+}
+
+/// Scaled dot-product attention of a packed batch on the CPU: `(T, 3H)`
+/// fused Q/K/V rows (query already scaled) → `(T, H)` context rows.
+///
+/// Why not the padded view: for a batch of 16 sentences of 8–75 tokens the
+/// `(16, 12, 75, 75)` view is mostly padding, and candle runs its batched
+/// matrix products as one small multi-threaded GEMM per (sentence, head),
+/// 384 per layer, whose start-up cost, not arithmetic, dominated: our batch
+/// of 16 was slower per sentence than a single sentence (docs/benchmarks.md,
+/// MiniLM). Here each (sequence, head) is one unit of rayon work on the
+/// caller's pool: two single-threaded GEMMs (`gemm`, the kernels candle
+/// itself uses) read Q, K and V in place through their row stride, and a
+/// softmax runs on the real `len × len` scores only. Each sequence's result
+/// does not depend on what else is in the batch, so a sentence embeds to
+/// the same bits alone and batched.
+struct PackedAttention<'a> {
+    lens: &'a [usize],
+    num_heads: usize,
+    head_dim: usize,
+}
+
+impl PackedAttention<'_> {
+    /// Context rows `(len, head_dim)` of one head of one sequence whose
+    /// first row is `offset`.
+    #[allow(unsafe_code)] // two calls into `gemm`'s raw-pointer API (SAFETY below)
+    fn attend(&self, qkv: &[f32], offset: usize, len: usize, head: usize) -> Vec<f32> {
+        let d = self.head_dim;
+        let hidden = self.num_heads * d;
+        let row = 3 * hidden;
+        let base = offset * row + head * d;
+        let q = &qkv[base..base + (len - 1) * row + d];
+        let k = &qkv[base + hidden..base + hidden + (len - 1) * row + d];
+        let v = &qkv[base + 2 * hidden..base + 2 * hidden + (len - 1) * row + d];
+        let mut scores = vec![0f32; len * len];
+        // SAFETY: `gemm` reads `m·k` elements of lhs and `k·n` of rhs at the
+        // given strides and writes `m·n` of dst; every index it forms lies
+        // inside the slices above (rows `0..len` of stride `row`, columns
+        // `0..d`) and inside `scores`/`ctx`, which are exactly `len·len` and
+        // `len·d` long and not aliased.
+        unsafe {
+            // scores (len × len) = Q (len × d) · Kᵀ (d × len)
+            gemm::gemm(
+                len,
+                len,
+                d,
+                scores.as_mut_ptr(),
+                1,
+                len as isize,
+                false,
+                q.as_ptr(),
+                1,
+                row as isize,
+                k.as_ptr(),
+                row as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        for r in scores.chunks_exact_mut(len) {
+            let max = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for x in r.iter_mut() {
+                *x = (*x - max).exp();
+                sum += *x;
+            }
+            let inv = 1.0 / sum;
+            for x in r.iter_mut() {
+                *x *= inv;
+            }
+        }
+        let mut ctx = vec![0f32; len * d];
+        // SAFETY: as above.
+        unsafe {
+            // ctx (len × d) = P (len × len) · V (len × d)
+            gemm::gemm(
+                len,
+                d,
+                len,
+                ctx.as_mut_ptr(),
+                1,
+                d as isize,
+                false,
+                scores.as_ptr(),
+                1,
+                len as isize,
+                v.as_ptr(),
+                1,
+                row as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        ctx
+    }
+}
+
+impl CustomOp1 for PackedAttention<'_> {
+    fn name(&self) -> &'static str {
+        "packed-attention"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let src = storage.as_slice::<f32>()?;
+        let qkv = match layout.contiguous_offsets() {
+            Some((start, end)) => &src[start..end],
+            None => candle_core::bail!("packed attention needs a contiguous tensor"),
         };
-        let out = self.output.forward(&ctx)?;
-        self.layer_norm.forward(&(out + xs)?)
+        let d = self.head_dim;
+        let hidden = self.num_heads * d;
+        let total: usize = self.lens.iter().sum();
+        if self.lens.contains(&0) || qkv.len() != total * 3 * hidden {
+            candle_core::bail!(
+                "packed attention: {} values for sequences of {:?} tokens and width {}",
+                qkv.len(),
+                self.lens,
+                3 * hidden
+            );
+        }
+        let mut units = Vec::with_capacity(self.lens.len() * self.num_heads);
+        let mut offset = 0;
+        for &len in self.lens {
+            units.extend((0..self.num_heads).map(|h| (offset, len, h)));
+            offset += len;
+        }
+        let parts: Vec<Vec<f32>> = units
+            .par_iter()
+            .map(|&(offset, len, head)| self.attend(qkv, offset, len, head))
+            .collect();
+        let mut out = vec![0f32; total * hidden];
+        for (&(offset, _, head), part) in units.iter().zip(&parts) {
+            for (i, src_row) in part.chunks_exact(d).enumerate() {
+                let at = (offset + i) * hidden + head * d;
+                out[at..at + d].copy_from_slice(src_row);
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((total, hidden))))
     }
 }
 
@@ -490,6 +658,65 @@ impl CustomOp1 for GeluErfOp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The packed op (inference) and the padded view of candle ops (used
+    /// when gradients are tracked) compute the same attention, and a
+    /// sequence's result does not depend on its batch.
+    #[test]
+    fn packed_attention_equals_the_padded_view() {
+        let (heads, d) = (3, 4);
+        let h = heads * d;
+        let dev = Device::Cpu;
+        let attn = Attention {
+            qkv: Linear::new(Tensor::zeros((3 * h, h), DType::F32, &dev).unwrap(), None),
+            output: Linear::new(Tensor::zeros((h, h), DType::F32, &dev).unwrap(), None),
+            layer_norm: LayerNorm::new(
+                Tensor::ones(h, DType::F32, &dev).unwrap(),
+                Tensor::zeros(h, DType::F32, &dev).unwrap(),
+                1e-12,
+            ),
+            num_heads: heads,
+            head_dim: d,
+            hidden: h,
+        };
+        let seqs: [&[u32]; 3] = [&[1, 2, 3], &[4, 5, 6, 7, 8], &[9]];
+        let batch = PackedBatch::new(&seqs, &dev).unwrap();
+        let total = batch.total_tokens();
+        // Deterministic, varied values in [-2, 2).
+        let vals: Vec<f32> = (0..total * 3 * h)
+            .map(|i| ((i * 7919 % 1000) as f32 / 250.0) - 2.0)
+            .collect();
+        let qkv = Tensor::from_vec(vals, (total, 3 * h), &dev).unwrap();
+        let op = |lens: &[usize], t: &Tensor| {
+            t.apply_op1_no_bwd(&PackedAttention {
+                lens,
+                num_heads: heads,
+                head_dim: d,
+            })
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+        };
+        let packed = op(batch.lens(), &qkv);
+        let padded = attn
+            .padded_attention(&qkv, &batch)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let worst = packed
+            .iter()
+            .zip(&padded)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "packed vs padded attention {worst:e}");
+        // The second sequence alone gives the same bits as inside the batch.
+        let alone = op(&[5], &qkv.narrow(0, 3, 5).unwrap());
+        assert_eq!(alone, packed[3 * h..8 * h]);
+    }
 
     #[test]
     fn rational_erf_matches_libm() {
