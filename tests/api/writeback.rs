@@ -4,7 +4,9 @@
 //! - the hook answers at once (the EHR takes seconds) and the job PUTs a
 //!   RiskAssessment and a Provenance that fhir-sdk parses, with the
 //!   workers' own token, never the hook's;
-//! - a transaction Bundle with a client-credentials token;
+//! - a transaction Bundle with a client-credentials token; a token the
+//!   FHIR server refuses is replaced once; a token endpoint refusing our
+//!   client dead-letters the job without echoing the secret;
 //! - a 503 is retried and then succeeds;
 //! - a 400 is dead-lettered at once with the OperationOutcome's text;
 //! - with write-back off (the default), or for a service not listed, no job.
@@ -262,6 +264,96 @@ async fn a_transaction_bundle_goes_out_with_a_client_credentials_token() {
         assert_eq!(req.method.to_string(), "PUT");
         assert_eq!(req.url, format!("RiskAssessment/{id}"));
     }
+    app.cleanup().await;
+}
+
+fn client_credentials(s: &mut Settings, ehr: &MockServer) {
+    s.writeback.auth.method = WritebackAuthMethod::ClientCredentials;
+    s.writeback.auth.bearer_token = None;
+    s.writeback.auth.token_url = Some(format!("{}/oauth/token", ehr.uri()));
+    s.writeback.auth.client_id = Some("oncohooks".into());
+    s.writeback.auth.client_secret = Some("client-secret-value".to_owned().into());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_replaced_once_within_the_same_attempt() {
+    let ehr = MockServer::start().await;
+    // The first token is refused by the FHIR server (revoked early).
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": "revoked-token", "token_type": "Bearer", "expires_in": 3600}),
+        ))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&ehr)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": "fresh-token", "token_type": "Bearer", "expires_in": 3600}),
+        ))
+        .with_priority(2)
+        .mount(&ehr)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/fhir"))
+        .and(wiremock::matchers::header(
+            "authorization",
+            "Bearer fresh-token",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"resourceType": "Bundle", "type": "transaction-response", "entry": []}),
+        ))
+        .with_priority(1)
+        .mount(&ehr)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/fhir"))
+        .respond_with(ResponseTemplate::new(401))
+        .with_priority(2)
+        .mount(&ehr)
+        .await;
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        enable(s, &ehr, WritebackMode::Transaction);
+        client_credentials(s, &ehr);
+    })
+    .await;
+    let (id, _) = call_hook(&app, &ehr).await;
+    let job = finished(&app, id).await;
+    assert_eq!(job.status, JobStatus::Done, "{job:?}");
+    assert_eq!(job.attempts, 1, "the refresh happens inside the attempt");
+    let all = ehr.received_requests().await.unwrap();
+    assert_eq!(requests_to(&all, "POST", "/oauth/token").len(), 2);
+    assert_eq!(requests_to(&all, "POST", "/fhir").len(), 2);
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_refusing_our_client_dead_letters_without_the_secret() {
+    let ehr = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+            "error": "invalid_client",
+            "error_description": "client authentication failed for client-secret-value"
+        })))
+        .mount(&ehr)
+        .await;
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        enable(s, &ehr, WritebackMode::Transaction);
+        client_credentials(s, &ehr);
+    })
+    .await;
+    let (id, _) = call_hook(&app, &ehr).await;
+    let job = finished(&app, id).await;
+    assert_eq!(job.status, JobStatus::Dead, "{job:?}");
+    assert_eq!(job.attempts, 1);
+    let error = job.last_error.unwrap();
+    assert!(error.contains("invalid_client"), "{error}");
+    assert!(!error.contains("client-secret-value"), "{error}");
+    let all = ehr.received_requests().await.unwrap();
+    assert!(requests_to(&all, "POST", "/fhir").is_empty());
     app.cleanup().await;
 }
 
