@@ -15,6 +15,7 @@ use crate::config::Settings;
 use crate::imaging::jobs::{BodyCompositionWorker, run_imaging_workers};
 use crate::startup::{Application, build_engine};
 use crate::store::Store;
+use crate::writeback::{WritebackWorker, run_writeback_workers};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,13 +40,18 @@ pub enum Command {
         #[arg(long)]
         database_url: Option<String>,
     },
-    /// Run only the imaging job workers (CT body composition), e.g. as a
-    /// separate Kubernetes Deployment; stops on SIGINT/SIGTERM after the
-    /// jobs in hand.
+    /// Run only the job workers, e.g. as a separate Kubernetes Deployment:
+    /// imaging (CT body composition) and, when `writeback.enabled`, the
+    /// RiskAssessment write-back; stops on SIGINT/SIGTERM after the jobs in
+    /// hand.
     Worker {
-        /// Number of workers (default: `imaging.workers`).
+        /// Number of imaging workers (default: `imaging.workers`; 0: none).
         #[arg(long)]
         workers: Option<usize>,
+        /// Number of write-back workers (default: `writeback.workers` when
+        /// `writeback.enabled`, else 0).
+        #[arg(long)]
+        writeback_workers: Option<usize>,
         #[arg(long)]
         database_url: Option<String>,
     },
@@ -174,14 +180,25 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Worker {
             workers,
+            writeback_workers,
             database_url,
         } => {
             if let Some(u) = database_url {
                 settings.database.url = u.into();
             }
             let n = workers.unwrap_or(settings.imaging.workers);
-            if n == 0 {
-                bail!("oncohooks worker needs at least one worker (--workers or imaging.workers)");
+            let wb = match writeback_workers {
+                Some(_) if !settings.writeback.enabled => {
+                    bail!("--writeback-workers needs writeback.enabled = true")
+                }
+                Some(w) => w,
+                None if settings.writeback.enabled => settings.writeback.workers,
+                None => 0,
+            };
+            if n == 0 && wb == 0 {
+                bail!(
+                    "oncohooks worker needs at least one worker (--workers / imaging.workers, or --writeback-workers / writeback.workers)"
+                );
             }
             rt()?.block_on(async {
                 let store = Store::connect(
@@ -191,20 +208,52 @@ pub fn run() -> anyhow::Result<()> {
                 .await
                 .context("connecting to the database")?;
                 store.migrate().await.context("running migrations")?;
-                let worker = BodyCompositionWorker::new(&settings.imaging, store)
-                    .context("configuring the imaging workers")?;
+                let imaging = match n {
+                    0 => None,
+                    _ => Some(Arc::new(
+                        BodyCompositionWorker::new(&settings.imaging, store.clone())
+                            .context("configuring the imaging workers")?,
+                    )),
+                };
+                let writeback = match wb {
+                    0 => None,
+                    _ => Some(Arc::new(
+                        WritebackWorker::new(&settings, store.clone())
+                            .context("configuring the write-back workers ([writeback])")?,
+                    )),
+                };
                 let (stop, shutdown) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
                     shutdown_signal().await;
                     tracing::info!("Shutdown requested; finishing the jobs in hand");
                     let _ = stop.send(true);
                 });
-                let stats =
-                    run_imaging_workers(Arc::new(worker), &settings.imaging, n, shutdown).await;
-                println!(
-                    "imaging workers stopped: {} completed, {} retried, {} dead-lettered",
-                    stats.completed, stats.retried, stats.dead_lettered
-                );
+                let imaging_pool = async {
+                    match imaging {
+                        Some(w) => Some(
+                            run_imaging_workers(w, &settings.imaging, n, shutdown.clone()).await,
+                        ),
+                        None => None,
+                    }
+                };
+                let writeback_pool = async {
+                    match writeback {
+                        Some(w) => Some(
+                            run_writeback_workers(w, &settings.writeback, wb, shutdown.clone())
+                                .await,
+                        ),
+                        None => None,
+                    }
+                };
+                let (imaging, writeback) = tokio::join!(imaging_pool, writeback_pool);
+                for (what, stats) in [("imaging", imaging), ("write-back", writeback)] {
+                    if let Some(stats) = stats {
+                        println!(
+                            "{what} workers stopped: {} completed, {} retried, {} dead-lettered",
+                            stats.completed, stats.retried, stats.dead_lettered
+                        );
+                    }
+                }
                 Ok(())
             })
         }

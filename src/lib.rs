@@ -27,5 +27,6 @@ pub mod startup;
 pub mod store;
 pub mod synth;
 pub mod telemetry;
+pub mod writeback;
 
 pub use startup::Application;

@@ -11,7 +11,7 @@ use actix_web::{App, HttpServer, middleware, web};
 use anyhow::Context;
 use secrecy::ExposeSecret;
 
-use crate::auth::{AccessVerifier, ClientVerifier};
+use crate::auth::{AccessVerifier, ClientVerifier, SmartLauncher};
 use crate::config::Settings;
 use crate::fhir::FhirClient;
 use crate::fhir::client::http_client;
@@ -21,21 +21,24 @@ use crate::imaging::jobs::{BodyCompositionWorker, run_imaging_workers};
 use crate::services::{self, Engine, Registry};
 use crate::store::jobs::WorkerPoolStats;
 use crate::store::{Spool, Store, spool::spawn_replayer};
+use crate::writeback::{WritebackPolicy, WritebackWorker, run_writeback_workers};
 
 pub struct Application {
     port: u16,
     server: Server,
     replayer: tokio::task::JoinHandle<()>,
-    imaging_workers: Option<ImagingWorkers>,
+    imaging_workers: Option<WorkerPool>,
+    writeback_workers: Option<WorkerPool>,
 }
 
-/// The in-process imaging worker pool of `serve` (`imaging.workers_in_serve`).
-struct ImagingWorkers {
+/// An in-process worker pool of `serve`: imaging (`imaging.workers_in_serve`)
+/// or write-back (`writeback.workers_in_serve`).
+struct WorkerPool {
     stop: tokio::sync::watch::Sender<bool>,
     pool: tokio::task::JoinHandle<WorkerPoolStats>,
 }
 
-/// How long `serve` waits at shutdown for imaging jobs in hand. A job cut
+/// How long `serve` waits at shutdown for the jobs in hand (per pool). A job cut
 /// short keeps its lease until it expires and runs again elsewhere
 /// (at-least-once delivery), so waiting longer than a container's grace
 /// period gains nothing.
@@ -96,6 +99,8 @@ impl Application {
             .context("configuring CDS client authentication")?;
         let access = AccessVerifier::new(&settings.access, http_client(Duration::from_secs(5)))
             .context("configuring access tokens ([access])")?;
+        let smart = SmartLauncher::new(&settings.smart, settings.server.public_base_url.as_deref())
+            .context("configuring the SMART launch of the review app ([smart])")?;
         let imaging = ImagingCache::new(store.clone(), &settings.imaging)
             .context("configuring imaging (imaging.dicomweb)")?;
         let engine = build_engine(&settings, Some(imaging), Some(store.clone()))?;
@@ -109,7 +114,23 @@ impl Application {
                 let pool = tokio::spawn(async move {
                     run_imaging_workers(Arc::new(worker), &imaging, n, shutdown).await
                 });
-                Some(ImagingWorkers { stop, pool })
+                Some(WorkerPool { stop, pool })
+            }
+        };
+        let writeback_workers = match (
+            settings.writeback.enabled,
+            settings.writeback.workers_in_serve,
+        ) {
+            (false, _) | (true, 0) => None,
+            (true, n) => {
+                let worker = WritebackWorker::new(&settings, store.clone())
+                    .context("configuring the write-back workers ([writeback])")?;
+                let (stop, shutdown) = tokio::sync::watch::channel(false);
+                let wb = settings.writeback.clone();
+                let pool = tokio::spawn(async move {
+                    run_writeback_workers(Arc::new(worker), &wb, n, shutdown).await
+                });
+                Some(WorkerPool { stop, pool })
             }
         };
         let listener = TcpListener::bind(&settings.server.bind)
@@ -123,6 +144,8 @@ impl Application {
             access,
             max_body_bytes: settings.server.max_body_bytes,
             public_base_url: settings.server.public_base_url.clone(),
+            writeback: WritebackPolicy::new(&settings.writeback),
+            smart,
         });
         let origins = settings.server.cors_allowed_origins.clone();
         let mut server = HttpServer::new(move || {
@@ -144,6 +167,7 @@ impl Application {
             server,
             replayer,
             imaging_workers,
+            writeback_workers,
         })
     }
 
@@ -156,21 +180,34 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let r = self.server.await;
         self.replayer.abort();
-        if let Some(w) = self.imaging_workers {
-            let _ = w.stop.send(true);
-            let abort = w.pool.abort_handle();
-            match tokio::time::timeout(WORKER_DRAIN, w.pool).await {
-                Ok(Ok(stats)) => tracing::info!(?stats, "Imaging workers drained"),
-                Ok(Err(e)) => tracing::error!(error = %e, "Imaging worker task ended abnormally"),
-                Err(_) => {
-                    abort.abort();
-                    tracing::warn!(
-                        "Imaging jobs still running at shutdown; their leases will expire and they will run again"
-                    );
-                }
+        for (what, pool) in [
+            ("Imaging", self.imaging_workers),
+            ("Write-back", self.writeback_workers),
+        ] {
+            if let Some(w) = pool {
+                w.drain(what).await;
             }
         }
         r
+    }
+}
+
+impl WorkerPool {
+    /// Asks the pool to stop and waits up to [`WORKER_DRAIN`] for the jobs
+    /// in hand.
+    async fn drain(self, what: &str) {
+        let _ = self.stop.send(true);
+        let abort = self.pool.abort_handle();
+        match tokio::time::timeout(WORKER_DRAIN, self.pool).await {
+            Ok(Ok(stats)) => tracing::info!(?stats, "{what} workers drained"),
+            Ok(Err(e)) => tracing::error!(error = %e, "{what} worker task ended abnormally"),
+            Err(_) => {
+                abort.abort();
+                tracing::warn!(
+                    "{what} jobs still running at shutdown; their leases will expire and they will run again"
+                );
+            }
+        }
     }
 }
 

@@ -117,6 +117,10 @@ pub struct Principal {
     pub iss: String,
     pub sub: String,
     pub scopes: Vec<String>,
+    /// Set for a reviewer session from a SMART EHR launch: the patient in
+    /// the launch context, the only patient this session may see
+    /// (`auth::smart`). `None`: no patient restriction (access tokens).
+    pub patient: Option<String>,
 }
 
 /// What an endpoint needs.
@@ -144,6 +148,11 @@ impl Need {
 }
 
 impl Principal {
+    /// Whether this principal may see data about `patient_id`.
+    pub fn may_see_patient(&self, patient_id: &str) -> bool {
+        self.patient.as_deref().is_none_or(|p| p == patient_id)
+    }
+
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
     }
@@ -373,6 +382,7 @@ impl AccessVerifier {
             iss: iss.to_owned(),
             sub: clip(sub),
             scopes: scopes(&claims.0),
+            patient: None,
         })
     }
 }
@@ -400,6 +410,7 @@ mod tests {
             iss: "i".into(),
             sub: "s".into(),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            patient: None,
         }
     }
 

@@ -30,8 +30,10 @@ pub enum AuthError {
 
     // --- the JOSE header ---
     /// Anything but ES384/RS384, notably `none` and HMAC (CDS Hooks 2.0
-    /// §"JWT Signing Algorithm").
-    #[error("signing algorithm {alg:?} is not accepted (only ES384 and RS384)")]
+    /// §"JWT Signing Algorithm"); for SMART id_tokens also RS256/ES256.
+    #[error(
+        "signing algorithm {alg:?} is not accepted (ES384 and RS384; for an EHR's id_token also RS256 and ES256)"
+    )]
     DisallowedAlgorithm { alg: String },
     /// `typ` present and not `JWT`.
     #[error("header typ {typ:?} is not \"JWT\"")]

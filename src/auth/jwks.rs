@@ -26,20 +26,33 @@ const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// RFC 7518 §3.3: RSA keys for RS* MUST be at least 2048 bits.
 const MIN_RSA_BITS: usize = 2048;
 
-/// The signing algorithms we accept. CDS Hooks 2.0 §"JWT Signing Algorithm"
-/// RECOMMENDS ES384 and RS384 and forbids `none` and symmetric algorithms;
-/// accepting nothing else keeps algorithm-confusion attacks out entirely.
+/// The asymmetric signing algorithms we know. `none` and symmetric
+/// algorithms are not among them at all, which keeps algorithm-confusion
+/// attacks out; each use narrows the list further ([`Alg::CDS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Alg {
     Es384,
     Rs384,
+    /// Only for OpenID Connect id_tokens: RS256 is OIDC's default
+    /// (OpenID Connect Core §15.1) and what most EHRs sign with.
+    Rs256,
+    Es256,
 }
 
 impl Alg {
+    /// CDS Hooks 2.0 §"JWT Signing Algorithm" RECOMMENDS ES384 and RS384:
+    /// what CDS Client JWTs and our access tokens may use.
+    pub(crate) const CDS: &'static [Alg] = &[Alg::Es384, Alg::Rs384];
+    /// What an EHR's id_token may use (SMART App Launch 2.0 §"Scopes for
+    /// requesting identity data": the EHR SHALL support RS256).
+    pub(crate) const ID_TOKEN: &'static [Alg] = &[Alg::Rs256, Alg::Rs384, Alg::Es256, Alg::Es384];
+
     pub(crate) fn parse(name: &str) -> Option<Self> {
         match name {
             "ES384" => Some(Self::Es384),
             "RS384" => Some(Self::Rs384),
+            "RS256" => Some(Self::Rs256),
+            "ES256" => Some(Self::Es256),
             _ => None,
         }
     }
@@ -48,6 +61,8 @@ impl Alg {
         match self {
             Self::Es384 => "ES384",
             Self::Rs384 => "RS384",
+            Self::Rs256 => "RS256",
+            Self::Es256 => "ES256",
         }
     }
 
@@ -55,6 +70,21 @@ impl Alg {
         match self {
             Self::Es384 => jsonwebtoken::Algorithm::ES384,
             Self::Rs384 => jsonwebtoken::Algorithm::RS384,
+            Self::Rs256 => jsonwebtoken::Algorithm::RS256,
+            Self::Es256 => jsonwebtoken::Algorithm::ES256,
+        }
+    }
+
+    fn is_rsa(self) -> bool {
+        matches!(self, Self::Rs256 | Self::Rs384)
+    }
+
+    /// The EC curve an ES algorithm signs on (RFC 7518 §3.4).
+    fn curve(self) -> Option<&'static str> {
+        match self {
+            Self::Es384 => Some("P-384"),
+            Self::Es256 => Some("P-256"),
+            _ => None,
         }
     }
 }
@@ -62,7 +92,8 @@ impl Alg {
 /// What a JWK holds, as far as algorithm fit is concerned.
 #[derive(Debug, Clone)]
 enum KeyShape {
-    /// EC key; `key` is built only for P-384 (the only curve we verify).
+    /// EC key; `key` is built only for P-384 and P-256 (the curves of ES384
+    /// and ES256).
     Ec {
         curve: String,
     },
@@ -93,16 +124,18 @@ impl PublicKey {
         {
             return Err(format!("the JWK declares alg {:?}", clip(jwk_alg)));
         }
-        match (alg, &self.shape) {
-            (Alg::Es384, KeyShape::Ec { curve }) if curve == "P-384" => {}
-            (Alg::Es384, KeyShape::Ec { curve }) => {
+        match (alg.curve(), &self.shape) {
+            (Some(wanted), KeyShape::Ec { curve }) if curve == wanted => {}
+            (Some(wanted), KeyShape::Ec { curve }) => {
                 return Err(format!(
-                    "EC key on curve {:?}; ES384 needs P-384",
-                    clip(curve)
+                    "EC key on curve {:?}; {} needs {wanted}",
+                    clip(curve),
+                    alg.name()
                 ));
             }
-            (Alg::Rs384, KeyShape::Rsa { modulus_bits }) if *modulus_bits >= MIN_RSA_BITS => {}
-            (Alg::Rs384, KeyShape::Rsa { modulus_bits }) => {
+            (None, KeyShape::Rsa { modulus_bits })
+                if alg.is_rsa() && *modulus_bits >= MIN_RSA_BITS => {}
+            (None, KeyShape::Rsa { modulus_bits }) if alg.is_rsa() => {
                 return Err(format!(
                     "RSA modulus of {modulus_bits} bits; at least {MIN_RSA_BITS} required"
                 ));
@@ -113,7 +146,7 @@ impl PublicKey {
                     KeyShape::Rsa { .. } => "RSA",
                     KeyShape::Other { kty } => kty,
                 };
-                let wanted = if alg == Alg::Es384 { "EC" } else { "RSA" };
+                let wanted = if alg.is_rsa() { "RSA" } else { "EC" };
                 return Err(format!(
                     "key type {:?}; {} needs {wanted}",
                     clip(kty),
@@ -223,15 +256,21 @@ fn parse_jwk(jwk: &Value) -> Result<(String, PublicKey), Skipped> {
     let (shape, key) = match kty {
         "EC" => {
             let curve = required("crv")?.to_owned();
-            let key =
-                if curve == "P-384" {
+            // Coordinates are exactly the field size: 48 bytes on P-384, 32
+            // on P-256 (RFC 7518 §6.2.1.2).
+            let size = match curve.as_str() {
+                "P-384" => Some(48),
+                "P-256" => Some(32),
+                _ => None,
+            };
+            let key = match size {
+                Some(size) => {
                     let (x, y) = (required("x")?, required("y")?);
-                    // P-384 coordinates are exactly 48 bytes (RFC 7518 §6.2.1.2).
                     for (name, coord) in [("x", x), ("y", y)] {
                         let len = b64_len(coord).map_err(Skipped::Invalid)?;
-                        if len != 48 {
+                        if len != size {
                             return Err(Skipped::Invalid(format!(
-                                "kid {:?}: {name} is {len} bytes, P-384 needs 48",
+                                "kid {:?}: {name} is {len} bytes, {curve} needs {size}",
                                 clip(kid)
                             )));
                         }
@@ -239,9 +278,9 @@ fn parse_jwk(jwk: &Value) -> Result<(String, PublicKey), Skipped> {
                     Some(DecodingKey::from_ec_components(x, y).map_err(|e| {
                         Skipped::Invalid(format!("kid {:?}: EC key: {e}", clip(kid)))
                     })?)
-                } else {
-                    None
-                };
+                }
+                None => None,
+            };
             (KeyShape::Ec { curve }, key)
         }
         "RSA" => {
@@ -466,7 +505,7 @@ impl RemoteJwks {
                 }
             }
         }
-        tracing::info!(jwks_url = %url, keys = set.len(), "Fetched CDS Client JWKS");
+        tracing::info!(jwks_url = %url, keys = set.len(), "Fetched a JWKS");
         Ok(set)
     }
 }
@@ -495,6 +534,10 @@ mod tests {
         assert!(rsa.for_alg(Alg::Es384).is_err());
         let reason = p256.for_alg(Alg::Es384).unwrap_err();
         assert!(reason.contains("P-256"), "{reason}");
+        // The id_token algorithms: ES256 on P-256 only, RS256 on RSA only.
+        assert!(p256.for_alg(Alg::Es256).is_ok());
+        assert!(ec.for_alg(Alg::Es256).is_err());
+        assert!(ec.for_alg(Alg::Rs256).is_err());
     }
 
     #[test]

@@ -30,10 +30,12 @@ mod error;
 mod jwks;
 mod replay;
 mod settings;
+pub mod smart;
 mod verifier;
 
 pub use access::{AccessError, AccessSettings, AccessVerifier, Need, Principal};
 pub use dev_token::{DEMO_ISSUER, DEV_CLIENT_SUB, dev_access_token, dev_token, sign_demo};
 pub use error::AuthError;
 pub use settings::{AuthSettings, TrustedIssuer};
+pub use smart::{SmartLauncher, SmartSettings};
 pub use verifier::{CdsClient, ClientVerifier, VerifiedClient, bearer_token};

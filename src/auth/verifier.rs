@@ -477,17 +477,25 @@ impl HeaderJson {
     }
 
     /// Header rules: CDS Hooks 2.0 §"Trusting CDS Clients" (alg, kid
-    /// REQUIRED; typ fixed to JWT), §"JWT Signing Algorithm" (no `none`, no
-    /// symmetric algorithms), RFC 7515 §4.1.11 (`crit` must be understood).
+    /// REQUIRED; typ fixed to JWT), §"JWT Signing Algorithm" (ES384/RS384;
+    /// no `none`, no symmetric algorithms), RFC 7515 §4.1.11 (`crit` must be
+    /// understood).
     pub(super) fn checked(&self) -> Result<JoseHeader<'_>, AuthError> {
+        self.checked_for(Alg::CDS)
+    }
+
+    /// [`Self::checked`] with another list of algorithms (id_tokens).
+    pub(super) fn checked_for(&self, algs: &[Alg]) -> Result<JoseHeader<'_>, AuthError> {
         let alg_name = match self.0.get("alg") {
             Some(Value::String(s)) => s.as_str(),
             Some(_) => return Err(AuthError::Malformed("header alg is not a string".into())),
             None => return Err(AuthError::DisallowedAlgorithm { alg: String::new() }),
         };
-        let alg = Alg::parse(alg_name).ok_or_else(|| AuthError::DisallowedAlgorithm {
-            alg: clip(alg_name),
-        })?;
+        let alg = Alg::parse(alg_name)
+            .filter(|a| algs.contains(a))
+            .ok_or_else(|| AuthError::DisallowedAlgorithm {
+                alg: clip(alg_name),
+            })?;
         // RFC 7515 §4.1.9: typ is compared case-insensitively.
         if let Some(typ) = self.string("typ")?
             && !typ.eq_ignore_ascii_case("JWT")

@@ -12,9 +12,16 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use crate::auth::AuthSettings;
+use crate::auth::SmartSettings;
 use crate::auth::access::AccessSettings;
 use crate::clinical::Cutoffs;
 use crate::imaging::dicomweb::DicomWebConfig;
+
+mod writeback;
+
+pub use writeback::{
+    ClientAuthMethod, WritebackAuthMethod, WritebackAuthSettings, WritebackMode, WritebackSettings,
+};
 
 const DEFAULTS: &str = include_str!("default.toml");
 const ENV_PREFIX: &str = "ONCOHOOKS__";
@@ -50,6 +57,12 @@ pub struct Settings {
     pub imaging: ImagingSettings,
     #[serde(default)]
     pub models: ModelsSettings,
+    /// Optional write-back of RiskAssessments to the EHR (off by default).
+    #[serde(default)]
+    pub writeback: WritebackSettings,
+    /// SMART App Launch of the review app (`src/auth/smart/`).
+    #[serde(default)]
+    pub smart: SmartSettings,
 }
 
 /// `[models]`: where model files live (see `docs/models.md`).
@@ -309,6 +322,11 @@ impl Settings {
                     "auth.required must be true in the production profile".into(),
                 ));
             }
+            if !self.smart.issuers.is_empty() && self.smart.session_secret.is_none() {
+                return Err(ConfigError::Invalid(
+                    "smart.session_secret (ONCOHOOKS__SMART__SESSION_SECRET, at least 32 bytes) is required in the production profile when smart.issuers are listed: replicas must share it".into(),
+                ));
+            }
             if self.scoring.index_date.is_some() {
                 return Err(ConfigError::Invalid(
                     "scoring.index_date is for demos and tests, not the production profile".into(),
@@ -344,6 +362,7 @@ impl Settings {
         {
             tracing::warn!("production profile allows loopback DICOMweb servers");
         }
+        self.validate_writeback()?;
         if self.models.text_encoder_threads == 0 {
             return Err(ConfigError::Invalid(
                 "models.text_encoder_threads must be at least 1".into(),
@@ -358,6 +377,70 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "server.max_body_bytes must be at least 1024".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// Write-back settings are checked even when it is off, so that turning
+    /// it on later does not reveal a typo; the allow-list only when on.
+    fn validate_writeback(&self) -> Result<(), ConfigError> {
+        let wb = &self.writeback;
+        let invalid = |m: String| Err(ConfigError::Invalid(format!("writeback.{m}")));
+        if wb.max_attempts < 1 {
+            return invalid("max_attempts must be at least 1".into());
+        }
+        if wb.lease_seconds < 10 {
+            return invalid("lease_seconds must be at least 10".into());
+        }
+        if wb.request_timeout_ms == 0 {
+            return invalid("request_timeout_ms must be > 0".into());
+        }
+        if !wb.enabled {
+            return Ok(());
+        }
+        if wb.services.is_empty() {
+            return invalid("services is empty: list service ids, or \"*\" for all".into());
+        }
+        let Some(base) = wb.base_url.as_deref() else {
+            return invalid("base_url is required when write-back is enabled".into());
+        };
+        let url = match url::Url::parse(base) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => u,
+            _ => return invalid(format!("base_url {base:?} is not an http(s) URL")),
+        };
+        if !crate::fhir::client::AllowList::new(&self.fhir.allowed_servers).allows(&url) {
+            return invalid(format!(
+                "base_url {base:?} is not on fhir.allowed_servers: nothing is written to a server that is not allow-listed"
+            ));
+        }
+        let auth = &wb.auth;
+        match auth.method {
+            WritebackAuthMethod::None => {
+                if self.profile == Profile::Production {
+                    tracing::warn!(
+                        "writeback.auth.method is none: write-backs are unauthenticated"
+                    );
+                }
+            }
+            WritebackAuthMethod::Bearer => {
+                if auth.bearer_token.is_some() == auth.bearer_token_file.is_some() {
+                    return invalid(
+                        "auth: method bearer needs exactly one of bearer_token (ONCOHOOKS__WRITEBACK__AUTH__BEARER_TOKEN) and bearer_token_file".into(),
+                    );
+                }
+            }
+            WritebackAuthMethod::ClientCredentials => {
+                if auth.token_url.is_none() || auth.client_id.is_none() {
+                    return invalid(
+                        "auth: method client-credentials needs token_url and client_id".into(),
+                    );
+                }
+                if auth.client_secret.is_some() == auth.client_secret_file.is_some() {
+                    return invalid(
+                        "auth: method client-credentials needs exactly one of client_secret (ONCOHOOKS__WRITEBACK__AUTH__CLIENT_SECRET) and client_secret_file".into(),
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -478,6 +561,73 @@ mod tests {
         // PACS is trusted until configured.
         assert_eq!(s.imaging.workers_in_serve, 0);
         assert!(s.imaging.dicomweb.client.allowed_base_urls.is_empty());
+    }
+
+    #[test]
+    fn write_back_is_off_by_default_and_checked_when_switched_on() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert!(!s.writeback.enabled);
+        assert!(!s.writeback.covers("cachexia-risk"));
+        let on = |extra: &[(&str, &str)]| {
+            let mut e = vec![("ONCOHOOKS__WRITEBACK__ENABLED", "true")];
+            e.extend_from_slice(extra);
+            Settings::load_with_env(None, env(&e))
+        };
+        let err = on(&[]).unwrap_err();
+        assert!(err.to_string().contains("writeback.base_url"), "{err}");
+        let err = on(&[(
+            "ONCOHOOKS__WRITEBACK__BASE_URL",
+            "https://ehr.example.org/fhir",
+        )])
+        .unwrap_err();
+        assert!(err.to_string().contains("fhir.allowed_servers"), "{err}");
+        let base = [
+            (
+                "ONCOHOOKS__WRITEBACK__BASE_URL",
+                "https://ehr.example.org/fhir",
+            ),
+            (
+                "ONCOHOOKS__FHIR__ALLOWED_SERVERS",
+                r#"["https://ehr.example.org/fhir"]"#,
+            ),
+        ];
+        let s = on(&base).unwrap();
+        assert!(s.writeback.covers("cachexia-risk"));
+        let mut bearer = base.to_vec();
+        bearer.push(("ONCOHOOKS__WRITEBACK__AUTH__METHOD", "bearer"));
+        let err = on(&bearer).unwrap_err();
+        assert!(err.to_string().contains("bearer_token"), "{err}");
+        bearer.push((
+            "ONCOHOOKS__WRITEBACK__AUTH__BEARER_TOKEN",
+            "wb-secret-token",
+        ));
+        let s = on(&bearer).unwrap();
+        assert!(!format!("{s:?}").contains("wb-secret-token"));
+        let mut cc = base.to_vec();
+        cc.push(("ONCOHOOKS__WRITEBACK__AUTH__METHOD", "client-credentials"));
+        let err = on(&cc).unwrap_err();
+        assert!(err.to_string().contains("token_url"), "{err}");
+    }
+
+    #[test]
+    fn production_needs_a_shared_session_secret_once_smart_issuers_are_listed() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/production.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(
+            "\n[[smart.issuers]]\niss = \"https://ehr.example.org/fhir\"\nclient_id = \"c\"\n",
+        );
+        std::fs::write(&file, text).unwrap();
+        let err = Settings::load_with_env(Some(&file), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("smart.session_secret"), "{err}");
+        let s = Settings::load_with_env(
+            Some(&file),
+            env(&[("ONCOHOOKS__SMART__SESSION_SECRET", &"k".repeat(40))]),
+        )
+        .unwrap();
+        assert_eq!(s.smart.issuers.len(), 1);
+        assert!(!format!("{s:?}").contains("kkkk"));
     }
 
     #[test]

@@ -273,9 +273,51 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
         .expect("static reqwest configuration is valid")
 }
 
+/// `https`, or `http` to a loopback host (tests and demos): for endpoints
+/// that receive secrets (token endpoints, SMART authorization servers).
+pub fn secure_url(raw: &str, what: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| format!("{what} {raw:?}: {e}"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        _ => Err(format!(
+            "{what} {raw:?} must be https (http only for loopback)"
+        )),
+    }
+}
+
+/// Up to `max` bytes of a response body; a body that fails midway is what
+/// was read so far (it only feeds error messages and small JSON).
+pub async fn read_limited(mut resp: reqwest::Response, max: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = max.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= max {
+            break;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_bearing_urls_must_be_https_except_on_loopback() {
+        assert!(secure_url("https://idp.example.org/token", "t").is_ok());
+        assert!(secure_url("http://127.0.0.1:9/token", "t").is_ok());
+        assert!(secure_url("http://localhost/token", "t").is_ok());
+        assert!(secure_url("http://idp.example.org/token", "t").is_err());
+        assert!(secure_url("ftp://127.0.0.1/x", "t").is_err());
+    }
 
     #[test]
     fn allow_list_matches_exact_bases_and_loopback() {

@@ -466,6 +466,38 @@ pub fn searchset(self_url: &str, next_url: Option<&str>, total: i64, entries: Ve
     b
 }
 
+/// A transaction Bundle that PUTs each resource at its own id on the
+/// server at `base` (FHIR R4 §3.1.0.11 "batch/transaction": `request.method`
+/// PUT with `request.url` `Type/id`, an update that creates the resource
+/// when the server allows client-assigned ids). A PUT to a fixed id is
+/// idempotent, so sending the same Bundle again changes nothing: what makes
+/// the write-back's retries safe. Resources without `resourceType`/`id` are
+/// refused.
+pub fn put_transaction(base: &str, resources: &[Value]) -> Result<Value, OutputError> {
+    let base = base.trim_end_matches('/');
+    let entry = resources
+        .iter()
+        .map(|r| {
+            let (Some(ty), Some(id)) = (r["resourceType"].as_str(), r["id"].as_str()) else {
+                return Err(OutputError::Build {
+                    resource: "Bundle",
+                    reason: "a transaction entry needs resourceType and id".into(),
+                });
+            };
+            Ok(json!({
+                "fullUrl": format!("{base}/{ty}/{id}"),
+                "resource": r,
+                "request": {"method": "PUT", "url": format!("{ty}/{id}")},
+            }))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": entry,
+    }))
+}
+
 /// The CapabilityStatement for `GET /fhir/metadata` (FHIR R4 §3.1.0.7
 /// "capabilities"): read-only RiskAssessment/Provenance/AuditEvent, JSON
 /// only, SMART on FHIR bearer tokens.

@@ -50,6 +50,23 @@ async fn authorize_with(
     } else {
         None
     };
+    // A reviewer session from a SMART launch (`auth::smart`): our own
+    // signed cookie, used when no bearer token is sent.
+    if cookie
+        && req.headers().get(AUTHORIZATION).is_none()
+        && from_cookie.is_none()
+        && let Some(session) = cookie_value(req, crate::auth::smart::SESSION_COOKIE)
+    {
+        let principal = state.smart.session(&session).ok_or_else(|| {
+            tracing::info!(path = %req.path(), "reviewer session refused (expired or not ours)");
+            AccessError::Invalid(
+                "the review session has expired or is not valid: launch the app again from the EHR"
+                    .into(),
+            )
+        })?;
+        principal.require(needs)?;
+        return Ok(principal);
+    }
     let token = match req.headers().get(AUTHORIZATION) {
         None => from_cookie.as_deref(),
         Some(v) => {

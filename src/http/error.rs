@@ -35,6 +35,13 @@ pub enum ApiError {
     /// the scope (403): RFC 6750 §3.1 codes, with a JSON body.
     #[error("access refused: {0}")]
     Access(#[from] crate::auth::AccessError),
+    /// A SMART launch of the review app was refused (`auth::smart`).
+    #[error("SMART launch refused: {0}")]
+    Launch(#[from] crate::auth::smart::LaunchError),
+    /// Authenticated, but this data is outside what the principal may see
+    /// (a reviewer session bound to another patient).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -65,6 +72,10 @@ impl ResponseError for ApiError {
             ApiError::Access(e) => {
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED)
             }
+            ApiError::Launch(e) => {
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -105,6 +116,19 @@ impl ResponseError for ApiError {
                     ))
                     .json(json!({"error": e.code(), "message": e.to_string()}));
             }
+            ApiError::Launch(e) => {
+                if e.status() >= 500 {
+                    tracing::error!(error = %e, "SMART launch failed");
+                } else {
+                    tracing::warn!(error = %e, "SMART launch refused");
+                }
+                let mut b = json!({"error": e.code(), "message": e.to_string()});
+                if let Some(f) = e.field() {
+                    b["field"] = json!(f);
+                }
+                b
+            }
+            ApiError::Forbidden(m) => json!({"error": "forbidden", "message": m}),
             ApiError::Unexpected(e) => {
                 tracing::error!(error = ?e, "unexpected error");
                 json!({"error": "internal_error", "message": "unexpected server error; see the server log"})

@@ -120,7 +120,12 @@ pub async fn call_service(
             if outcome.evaluation.prediction.is_some() {
                 add_review_links(&mut outcome, &base, prediction_id);
             }
-            let record = hook_record(&meta, Some(&outcome), prediction_id, 200, None);
+            let mut record = hook_record(&meta, Some(&outcome), prediction_id, 200, None);
+            // The write-back job goes into the same transaction as the
+            // prediction; the hook does not wait for the write-back itself.
+            if let (Some(policy), Some(p)) = (&state.writeback, &record.prediction) {
+                record.jobs.extend(policy.job_for(&p.service_id, p.id));
+            }
             persist(&state, record).await;
             debug_assert!(
                 json_rule_violations(&serde_json::to_value(&outcome.response).unwrap()).is_empty()
@@ -262,6 +267,7 @@ fn hook_record(
         },
         prediction,
         cards,
+        jobs: Vec::new(),
     }
 }
 

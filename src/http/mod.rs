@@ -15,9 +15,10 @@ pub mod review;
 
 use actix_web::web;
 
-use crate::auth::{AccessVerifier, ClientVerifier};
+use crate::auth::{AccessVerifier, ClientVerifier, SmartLauncher};
 use crate::services::Engine;
 use crate::store::{Spool, Store};
+use crate::writeback::WritebackPolicy;
 
 pub use error::ApiError;
 
@@ -32,6 +33,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Fixed public base URL (behind proxies); else derived from the request.
     pub public_base_url: Option<String>,
+    /// Which stored predictions get a write-back job (`None`: write-back off).
+    pub writeback: Option<WritebackPolicy>,
+    /// SMART App Launch of the review app and its reviewer sessions.
+    pub smart: SmartLauncher,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -75,6 +80,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/audit/aggregates", web::get().to(audit_api::aggregates))
         .route("/audit/outcomes", web::post().to(audit_api::post_outcomes))
         .route("/review/launch", web::get().to(review::launch))
+        .route("/review/callback", web::get().to(review::callback))
         .route("/review/signin", web::get().to(review::signin))
         .route("/review/session", web::post().to(review::session))
         .route("/review/{id}", web::get().to(review::show))

@@ -1,7 +1,8 @@
 //! The review app (`/review/…`, linked from every card) and the dashboard
 //! (`/dashboard`). Server-rendered HTML (`crate::review`); every view and
 //! every verdict is recorded as an AuditEvent; a verdict is stored as CDS
-//! Hooks feedback on the prediction's card.
+//! Hooks feedback on the prediction's card, with the reviewer's identity
+//! (the access token's `sub`, or the `fhirUser` of a SMART launch).
 
 use actix_web::http::header::{CONTENT_TYPE, LOCATION};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -10,12 +11,18 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::access::{Accessed, SESSION_COOKIE, authorize_browser, record_access};
+use std::time::Duration;
+
+use actix_web::http::header::SET_COOKIE;
+
+use super::access::{Accessed, SESSION_COOKIE, authorize_browser, cookie_value, record_access};
 use super::audit_api::{compute_aggregates, prediction_detail};
+use super::hooks::base_url;
 use super::params::{Params, bad};
 use super::{ApiError, AppState};
 use crate::audit::aggregates::Bucket;
-use crate::auth::Need;
+use crate::auth::smart::{LAUNCH_COOKIE, LaunchError, SESSION_COOKIE as SMART_SESSION};
+use crate::auth::{Need, Principal};
 use crate::review::{ReviewOptions, dashboard_page, review_page, signin_page};
 use crate::store::FeedbackRecord;
 use crate::store::spool::persist_feedback;
@@ -84,6 +91,7 @@ pub async fn show(
         Err(e) => return signin_redirect(&req, e),
     };
     let detail = prediction_detail(&state, &path).await?;
+    same_patient(&who, &detail)?;
     let pid = detail["prediction"]["id"]
         .as_str()
         .unwrap_or_default()
@@ -110,6 +118,19 @@ pub async fn show(
             saved,
         },
     )))
+}
+
+/// A reviewer session from a SMART launch sees only the launch's patient:
+/// the EHR authorised the clinician for that patient, not for others.
+fn same_patient(who: &Principal, detail: &serde_json::Value) -> Result<(), ApiError> {
+    let patient = detail["prediction"]["patient_id"].as_str().unwrap_or("");
+    if who.may_see_patient(patient) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "this review session was launched from the EHR for another patient; launch the app from this patient's card".into(),
+        ))
+    }
 }
 
 async fn read_form(payload: web::Payload) -> Result<Params, ApiError> {
@@ -148,6 +169,7 @@ pub async fn verdict(
     require_form(&req)?;
     let form = read_form(payload).await?;
     let detail = prediction_detail(&state, &path).await?;
+    same_patient(&who, &detail)?;
     let prediction = &detail["prediction"];
     let card: Uuid = form
         .one("card")?
@@ -233,11 +255,41 @@ pub async fn verdict(
         .finish())
 }
 
-/// `GET /review/launch`: the card's `smart` link. A SMART launch hands the
-/// card's `appContext` (`{"predictionId": …}`) to the app; EHRs and the
-/// sandbox that pass it as a query parameter land on the page directly.
-pub async fn launch(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+fn is_https(req: &HttpRequest) -> bool {
+    req.connection_info().scheme() == "https"
+}
+
+/// `GET /review/launch`: the card's `smart` link.
+///
+/// - `?iss=…&launch=…`: a SMART App Launch 2.0 EHR launch (`auth::smart`):
+///   the issuer must be allow-listed; the browser goes to the EHR's
+///   authorization endpoint with PKCE S256, and comes back to
+///   `/review/callback`.
+/// - `?appContext=…` (or `?predictionId=…`): EHRs and the sandbox that
+///   pass the card's `appContext` (`{"predictionId": …}`) as a query
+///   parameter land on the page directly (it then asks for a token).
+#[tracing::instrument(name = "Launching the review app", skip_all)]
+pub async fn launch(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let params = Params::parse(req.query_string());
+    if let Some(iss) = params.one("iss")? {
+        let launch = params
+            .one("launch")?
+            .ok_or(LaunchError::MissingParameter("launch"))?;
+        let redirect_uri = state.smart.redirect_uri(&base_url(&req, &state));
+        let begun = state.smart.begin(iss, launch, &redirect_uri).await?;
+        let attrs = state.smart.cookie_attributes(is_https(&req), begun.max_age);
+        return Ok(HttpResponse::Found()
+            .insert_header((
+                SET_COOKIE,
+                format!("{LAUNCH_COOKIE}={}; {attrs}", begun.cookie),
+            ))
+            .insert_header((LOCATION, begun.authorize_url.to_string()))
+            .insert_header(("cache-control", "no-store"))
+            .finish());
+    }
     let id = params
         .one("appContext")?
         .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
@@ -252,6 +304,109 @@ pub async fn launch(req: HttpRequest) -> Result<HttpResponse, ApiError> {
             "expected the card's appContext ({\"predictionId\": …}); or open the card's absolute link",
         )),
     }
+}
+
+/// `GET /review/callback?code=…&state=…`: the end of a SMART launch.
+/// Checks the state against the launch cookie, exchanges the code with the
+/// PKCE verifier, verifies the id_token, picks the prediction from the
+/// launch context, records the launch as an AuditEvent, and starts a
+/// reviewer session (our own signed cookie; the EHR's tokens are dropped).
+/// Every answer clears the launch cookie: a launch is used once.
+#[tracing::instrument(name = "Completing the review app's SMART launch", skip_all)]
+pub async fn callback(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let clear = format!(
+        "{LAUNCH_COOKIE}=; {}",
+        state
+            .smart
+            .cookie_attributes(is_https(&req), Duration::ZERO)
+    );
+    let mut resp = match complete_launch(&req, &state).await {
+        Ok(r) => r,
+        Err(e) => actix_web::ResponseError::error_response(&e),
+    };
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&clear) {
+        resp.headers_mut().append(SET_COOKIE, v);
+    }
+    resp
+}
+
+async fn complete_launch(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ApiError> {
+    let params: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(req.query_string().as_bytes())
+            .into_owned()
+            .collect();
+    let cookie = cookie_value(req, LAUNCH_COOKIE);
+    let done = state.smart.complete(cookie.as_deref(), &params).await?;
+    // The launch context chooses the page: the card's prediction, which
+    // must be about the EHR's patient; else that patient's newest one.
+    let row = match (done.prediction_id, done.patient.as_deref()) {
+        (Some(id), patient) => {
+            let row = state
+                .store
+                .get_prediction(id)
+                .await
+                .map_err(|e| ApiError::Unexpected(e.into()))?
+                .ok_or_else(|| ApiError::NotFound(format!("no stored prediction {id}")))?;
+            if patient.is_some_and(|p| p != row.record.patient_id) {
+                return Err(LaunchError::Context(
+                    "appContext names a prediction about another patient than the EHR's launch context"
+                        .into(),
+                )
+                .into());
+            }
+            row
+        }
+        (None, Some(patient)) => {
+            let filter = crate::store::PredictionFilter {
+                patient_id: Some(patient.to_owned()),
+                ..Default::default()
+            };
+            state
+                .store
+                .search_predictions(&filter, 1, 0)
+                .await
+                .map_err(|e| ApiError::Unexpected(e.into()))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    ApiError::NotFound("no stored prediction for the launch's patient".into())
+                })?
+        }
+        (None, None) => {
+            return Err(LaunchError::Context(
+                "the token response names neither a prediction (appContext) nor a patient".into(),
+            )
+            .into());
+        }
+    };
+    let patient = row.record.patient_id.clone();
+    let (session, lifetime) = state.smart.session_cookie(&done, Some(&patient));
+    let who = Principal {
+        iss: done.identity.iss.clone(),
+        sub: done.identity.user.clone(),
+        scopes: done.grant.clone(),
+        patient: Some(patient.clone()),
+    };
+    let entity = format!("RiskAssessment/{}", row.record.id);
+    record_access(
+        req,
+        state,
+        &who,
+        Accessed {
+            action: 'E',
+            operation: "review.launch",
+            patient_id: Some(&patient),
+            entity: Some(&entity),
+        },
+    )
+    .await?;
+    tracing::info!(prediction = %row.record.id, "Reviewer signed in through a SMART launch");
+    let attrs = state.smart.cookie_attributes(is_https(req), lifetime);
+    Ok(HttpResponse::SeeOther()
+        .insert_header((SET_COOKIE, format!("{SMART_SESSION}={session}; {attrs}")))
+        .insert_header((LOCATION, format!("/review/{}", row.record.id)))
+        .insert_header(("cache-control", "no-store"))
+        .finish())
 }
 
 /// `GET /review/signin?next=…`

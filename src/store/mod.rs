@@ -203,7 +203,8 @@ impl Store {
 
     // ---------------------------------------------------------------- audit
 
-    /// Writes invocation, prediction and cards in one transaction.
+    /// Writes invocation, prediction, cards and the call's jobs in one
+    /// transaction.
     /// Idempotent on `invocation.id`: if that invocation is already stored,
     /// nothing is written and the call succeeds (a spool replay, a retry).
     pub async fn record_hook(&self, rec: &HookRecord) -> Result<(), StoreError> {
@@ -378,6 +379,12 @@ impl Store {
 
     pub async fn job(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
         dispatch!(self.job(id))
+    }
+
+    /// Every job (any status) with this dedupe key, newest first: where
+    /// the work for one thing (a series, a prediction's write-back) stands.
+    pub async fn jobs_by_dedupe_key(&self, key: &str) -> Result<Vec<Job>, StoreError> {
+        dispatch!(self.jobs_by_dedupe_key(key))
     }
 
     /// Dead-lettered jobs of one kind, oldest first.

@@ -152,7 +152,15 @@ impl PgStore {
              model_version, risk, risk_tier, confidence, review_suggested, input_digest, features, \
              result, created_at) \
              SELECT $18, inv.id, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30 \
-             FROM inv WHERE $18 IS NOT NULL RETURNING id) \
+             FROM inv WHERE $18 IS NOT NULL RETURNING id), \
+             job AS (\
+             INSERT INTO jobs (id, kind, payload, dedupe_key, status, attempts, max_attempts, \
+             run_after, created_at, updated_at) \
+             SELECT j.id, j.kind, j.payload, j.dedupe_key, 'queued', 0, j.max_attempts, now(), now(), now() \
+             FROM inv, unnest($36::uuid[], $37::text[], $38::jsonb[], $39::text[], $40::int4[]) \
+             AS j(id, kind, payload, dedupe_key, max_attempts) \
+             ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running') \
+             DO NOTHING RETURNING id) \
              INSERT INTO cards (uuid, invocation_id, prediction_id, service_id, card, created_at) \
              SELECT c.uuid, inv.id, c.prediction_id, c.service_id, c.card, c.created_at \
              FROM inv, unnest($31::uuid[], $32::uuid[], $33::text[], $34::jsonb[], $35::timestamptz[]) \
@@ -160,6 +168,7 @@ impl PgStore {
         let inv = &rec.invocation;
         let p = rec.prediction.as_ref();
         let cards = &rec.cards;
+        let jobs = &rec.jobs;
         sqlx::query(SQL)
             .bind(inv.id)
             .bind(&inv.hook_instance)
@@ -201,6 +210,15 @@ impl PgStore {
             )
             .bind(cards.iter().map(|c| Json(&c.card)).collect::<Vec<_>>())
             .bind(cards.iter().map(|c| c.created_at).collect::<Vec<_>>())
+            .bind(jobs.iter().map(|_| Uuid::new_v4()).collect::<Vec<_>>())
+            .bind(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())
+            .bind(jobs.iter().map(|j| Json(&j.payload)).collect::<Vec<_>>())
+            .bind(
+                jobs.iter()
+                    .map(|j| j.dedupe_key.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
             .execute(&self.pool)
             .await
             .map(|_| ())
@@ -275,6 +293,7 @@ impl PgStore {
             invocation,
             prediction,
             cards,
+            jobs: Vec::new(),
         }))
     }
 
@@ -686,6 +705,17 @@ impl PgStore {
             .map_err(db("reading a job"))?
             .map(|r| job_from_row(&r))
             .transpose()
+    }
+
+    pub(crate) async fn jobs_by_dedupe_key(&self, key: &str) -> Result<Vec<Job>, StoreError> {
+        sqlx::query("SELECT * FROM jobs WHERE dedupe_key = $1 ORDER BY created_at DESC, id")
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reading jobs by dedupe key"))?
+            .iter()
+            .map(job_from_row)
+            .collect()
     }
 
     pub(crate) async fn dead_letters(&self, kind: &str) -> Result<Vec<Job>, StoreError> {

@@ -15,6 +15,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::StoreError;
+use super::jobs::NewJob;
 
 /// Everything one hook invocation produced, written in one transaction.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -22,6 +23,13 @@ pub struct HookRecord {
     pub invocation: InvocationRecord,
     pub prediction: Option<PredictionRecord>,
     pub cards: Vec<CardRecord>,
+    /// Jobs this call starts (the RiskAssessment write-back), enqueued in
+    /// the same transaction: a stored prediction is never without its job,
+    /// and a spooled record brings its jobs along when replayed. Not read
+    /// back by `get_invocation` (they live in `jobs`). Absent in spool
+    /// lines written before the field existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<NewJob>,
 }
 
 /// What [`super::Store::get_invocation`] returns: the hook record as stored.
@@ -136,6 +144,9 @@ impl HookRecord {
                 )));
             }
         }
+        for j in &self.jobs {
+            j.validate()?;
+        }
         for c in &self.cards {
             if c.invocation_id != inv {
                 return Err(StoreError::InvalidRecord(format!(
@@ -233,6 +244,7 @@ mod tests {
                 card: json!({"summary": "s"}),
                 created_at: Utc::now(),
             }],
+            jobs: Vec::new(),
         }
     }
 
@@ -256,6 +268,23 @@ mod tests {
         assert!(h.validate().is_err());
         h.prediction.as_mut().unwrap().input_digest = "a".repeat(63);
         assert!(h.validate().is_err());
+    }
+
+    #[test]
+    fn a_job_without_a_kind_is_rejected_and_old_spool_lines_parse() {
+        let mut h = hook();
+        h.jobs.push(NewJob {
+            kind: String::new(),
+            payload: json!({}),
+            dedupe_key: None,
+            max_attempts: 1,
+        });
+        assert!(h.validate().is_err());
+        let mut line = serde_json::to_value(hook()).unwrap();
+        assert!(line.get("jobs").is_none(), "empty jobs are not written");
+        line.as_object_mut().unwrap().remove("jobs");
+        let back: HookRecord = serde_json::from_value(line).unwrap();
+        assert!(back.jobs.is_empty());
     }
 
     #[test]

@@ -250,6 +250,25 @@ impl SqliteStore {
             .await
             .map_err(db("inserting a card"))?;
         }
+        let now = ts(Utc::now());
+        for j in &rec.jobs {
+            sqlx::query(
+                "INSERT INTO jobs (id, kind, payload, dedupe_key, status, attempts, max_attempts, \
+                 run_after, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $6, $6) \
+                 ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running') \
+                 DO NOTHING",
+            )
+            .bind(Uuid::new_v4().to_string())
+            .bind(&j.kind)
+            .bind(json_text(&j.payload)?)
+            .bind(&j.dedupe_key)
+            .bind(j.max_attempts)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("enqueueing a hook's job"))?;
+        }
         tx.commit().await.map_err(db("committing a hook record"))
     }
 
@@ -320,6 +339,7 @@ impl SqliteStore {
             invocation,
             prediction,
             cards,
+            jobs: Vec::new(),
         }))
     }
 
@@ -736,6 +756,17 @@ impl SqliteStore {
             .map_err(db("reading a job"))?
             .map(|r| job_from_row(&r))
             .transpose()
+    }
+
+    pub(crate) async fn jobs_by_dedupe_key(&self, key: &str) -> Result<Vec<Job>, StoreError> {
+        sqlx::query("SELECT * FROM jobs WHERE dedupe_key = $1 ORDER BY created_at DESC, id")
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("reading jobs by dedupe key"))?
+            .iter()
+            .map(job_from_row)
+            .collect()
     }
 
     pub(crate) async fn dead_letters(&self, kind: &str) -> Result<Vec<Job>, StoreError> {

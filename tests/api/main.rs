@@ -13,5 +13,7 @@ mod outputs;
 mod persistence;
 mod review_browser;
 mod robustness;
+mod smart_launch;
 mod store_story;
 mod support;
+mod writeback;

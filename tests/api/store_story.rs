@@ -7,8 +7,10 @@ use std::time::Duration;
 use chrono::Utc;
 use oncohooks::store::spool::{FeedbackPersisted, persist_feedback, persist_hook};
 use oncohooks::store::{
-    FeedbackInsert, Persisted, ReplayStats, Spool, SpoolEntry, SpoolError, Store, StoreOptions,
+    FeedbackInsert, JobStatus, Persisted, ReplayStats, Spool, SpoolEntry, SpoolError, Store,
+    StoreOptions,
 };
+use oncohooks::writeback::WritebackJob;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -32,6 +34,7 @@ both_backends!(
     appends_during_a_replay_are_never_lost,
     the_replayer_drains_the_spool_once_the_database_answers,
     a_record_the_database_refuses_is_rolled_back_and_rejected_not_retried,
+    a_hooks_jobs_reach_the_queue_once_even_through_the_spool,
 );
 
 async fn a_recorded_hook_reads_back_field_for_field(db: &mut TestDb) {
@@ -333,6 +336,49 @@ async fn a_hook_spooled_during_an_outage_is_replayed_exactly_once(db: &mut TestD
         Persisted::Database
     );
     assert_eq!(spool.pending().await.unwrap(), 0);
+    down.cleanup().await;
+}
+
+/// A hook record's jobs (the RiskAssessment write-back) are written with
+/// it: through the spool too, once however often the record is replayed,
+/// and never twice for a key still queued.
+async fn a_hooks_jobs_reach_the_queue_once_even_through_the_spool(db: &mut TestDb) {
+    let mut down = TestDb::new(db.backend).await;
+    down.sabotage().await;
+    let dir = spool_dir();
+    let spool = Spool::open(&dir.path().join("spool")).await.unwrap();
+    let mut rec = hook_record("cachexia", "Patient/p-9", Utc::now());
+    let prediction = rec.prediction.as_ref().unwrap().id;
+    let job = WritebackJob {
+        prediction_id: prediction,
+    };
+    rec.jobs.push(job.to_new_job(4));
+
+    assert_eq!(
+        persist_hook(&down.store, &spool, &rec).await.unwrap(),
+        Persisted::Spooled
+    );
+    assert_eq!(db.count("jobs").await, 0);
+    spool.replay(&db.store).await.unwrap();
+    let queued = db
+        .store
+        .jobs_by_dedupe_key(&job.dedupe_key())
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].status, JobStatus::Queued);
+    assert_eq!(queued[0].payload, json!({"prediction_id": prediction}));
+    assert_eq!(queued[0].max_attempts, 4);
+
+    // Replays and retries of the same record add nothing.
+    db.store.record_hook(&rec).await.unwrap();
+    spool.replay(&db.store).await.unwrap();
+    // Another record naming the same key while it is queued: no second job.
+    let mut again = hook_record("cachexia", "Patient/p-9", Utc::now());
+    again.jobs.push(job.to_new_job(4));
+    db.store.record_hook(&again).await.unwrap();
+    assert_eq!(db.count("jobs").await, 1);
+    assert_eq!(db.count("invocations").await, 2);
     down.cleanup().await;
 }
 

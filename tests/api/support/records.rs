@@ -73,6 +73,7 @@ pub fn hook_record(service: &str, patient: &str, at: DateTime<Utc>) -> HookRecor
                 created_at: at + Duration::microseconds(i),
             })
             .collect(),
+        jobs: Vec::new(),
     }
 }
 
@@ -105,6 +106,8 @@ pub fn as_stored(mut r: HookRecord) -> HookRecord {
     for c in &mut r.cards {
         c.created_at = c.created_at.trunc_subsecs(6);
     }
+    // Jobs go to the queue, not back into the invocation.
+    r.jobs.clear();
     r
 }
 
