@@ -70,6 +70,20 @@ fn mm(v: &Value) -> Option<String> {
     v.as_f64().map(|x| format!("{x:.1}"))
 }
 
+/// The element id of the nodule whose card is `card` on this prediction's
+/// page (`nodule-N`), so the redirect after a verdict lands back on it.
+pub fn anchor_for_card(detail: &Value, card: &str) -> Option<String> {
+    let p = &detail["prediction"];
+    if p["service_id"].as_str() != Some(SERVICE_ID) {
+        return None;
+    }
+    p["result"]["nodules"]
+        .as_array()?
+        .iter()
+        .position(|n| n["card_uuid"].as_str() == Some(card))
+        .map(|i| format!("nodule-{}", i + 1))
+}
+
 /// The nodule page's `<main>` content.
 pub(super) fn body(detail: &Value, opts: &ReviewOptions<'_>) -> String {
     let p = &detail["prediction"];
@@ -746,7 +760,7 @@ fill=\"none\" stroke=\"#ff3b30\" stroke-width=\"1.5\" vector-effect=\"non-scalin
         None => (String::new(), "no mask stored, so no outline"),
     };
     format!(
-        "<figure class=\"patch\"><div class=\"patch-view\" style=\"width:{disp}px;height:{disp}px\">\
+        "<figure class=\"patch\" style=\"width:{disp}px\"><div class=\"patch-view\" style=\"width:{disp}px;height:{disp}px\">\
 <img id=\"patch-{n_idx}\" class=\"patch-image\" alt=\"Axial CT patch of nodule {n_idx}\" width=\"{disp}\" height=\"{disp}\" \
 src=\"data:image/png;base64,{b64}\">\
 <svg class=\"patch-overlay\" viewBox=\"0 0 {s} {s}\" width=\"{disp}\" height=\"{disp}\" data-size=\"{s}\" aria-hidden=\"true\">{outline}\
@@ -993,6 +1007,23 @@ mod tests {
         assert!(html.contains("no patch stored"));
         assert!(html.contains("no model output (baselines only)"));
         assert!(html.contains("No stored card matches this nodule"));
+    }
+
+    #[test]
+    fn a_verdict_lands_back_on_its_nodule() {
+        let d = detail(
+            "scored",
+            vec![
+                nodule("c-1", "N1", json!([]), false, json!(["benign"])),
+                nodule("c-2", "N2", json!([]), false, json!(["benign"])),
+            ],
+            json!([]),
+        );
+        assert_eq!(anchor_for_card(&d, "c-2").as_deref(), Some("nodule-2"));
+        assert_eq!(anchor_for_card(&d, "c-9"), None);
+        let mut other = d.clone();
+        other["prediction"]["service_id"] = json!("cachexia-risk");
+        assert_eq!(anchor_for_card(&other, "c-2"), None);
     }
 
     #[test]

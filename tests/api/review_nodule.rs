@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, spawn_app};
-use crate::outputs::user_token;
+use crate::outputs::{make_predictions, user_token};
 use crate::review_browser::have;
 
 const SERVICE: &str = "lung-nodule-malignancy";
@@ -369,6 +369,13 @@ async fn the_nodule_review_page_shows_each_nodules_patch_and_takes_a_verdict_per
         .await
         .unwrap();
     assert_eq!(resp.status(), 303);
+    assert!(
+        resp.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("?saved=1#nodule-2"),
+        "back to the nodule judged"
+    );
     let fb = app.db.store.feedback_for_card(f.cards[1]).await.unwrap();
     assert_eq!(fb.len(), 1);
     assert_eq!(fb[0].outcome, "accepted");
@@ -434,6 +441,33 @@ async fn the_nodule_review_page_shows_each_nodules_patch_and_takes_a_verdict_per
     assert!(html.contains("still being analysed") && html.contains("imaging job queued"));
     assert!(!html.contains("<section class=\"nodule\""));
     assert!(html.contains("Chest CT being analysed") && html.contains("class=\"verdict-form\""));
+
+    // The dashboard keeps the services apart: the nodule service's two
+    // predictions (one reviewed-suggested, one pending) beside cachexia's.
+    make_predictions(&app, 1).await;
+    let auditor = user_token(&app, &["audit.read"]);
+    let html = app
+        .http
+        .get(format!("{}/dashboard", app.address))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        html.matches("<section class=\"group\"").count(),
+        2,
+        "{html}"
+    );
+    let nod = &html[html
+        .find("<h2>lung-nodule-malignancy")
+        .expect("a nodule group")..];
+    let nod = &nod[..nod.find("</section>").unwrap()];
+    assert!(nod.contains("<td class=\"volume\">2</td>"), "{nod}");
+    assert!(nod.contains("<td>Review rate</td><td>50%</td>"), "{nod}");
+    assert!(html.contains("<h2>cachexia-risk"));
     app.cleanup().await;
 }
 

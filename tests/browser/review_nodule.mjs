@@ -114,7 +114,7 @@ await run(async ({ evaluate, navigate, submit, screenshot, check }) => {
       perNodule: [...document.querySelectorAll('section.nodule')].map((s) => ({ id: s.id, items: items(s.id) })),
     };
   })()`);
-  check('redirected back with saved=1', after.url.endsWith('?saved=1'), after.url);
+  check('redirected back to the nodule with saved=1', after.url.endsWith(`?saved=1#nodule-${n}`), after.url);
   check('saved banner', after.saved, after.saved);
   for (const s of after.perNodule) {
     if (s.id === `nodule-${n}`) {
