@@ -221,9 +221,46 @@ weigh its probability with that in mind.</td></tr>",
         "not suggested".to_owned()
     };
     b.push_str(&format!(
-        "<tr><td>Expert review</td><td id=\"review\">{review}</td></tr></table></section>"
+        "<tr><td>Expert review</td><td id=\"review\">{review}</td></tr>"
     ));
+    if let Some(w) = list(&r["warnings"]) {
+        b.push_str(&format!(
+            "<tr><td>Imaging notes</td><td id=\"imaging-warnings\" class=\"warn\">{w}</td></tr>"
+        ));
+    }
+    b.push_str("</table></section>");
     b
+}
+
+/// A list of strings as `<ul>`, `None` when absent or empty.
+fn list(v: &Value) -> Option<String> {
+    let items: Vec<String> = v
+        .as_array()?
+        .iter()
+        .map(|x| format!("<li>{}</li>", esc(&text(x))))
+        .collect();
+    (!items.is_empty()).then(|| format!("<ul>{}</ul>", items.join("")))
+}
+
+/// Where the outline's mask came from (`mask_source` as the imaging job
+/// stores it): a reviewer weighs a reader's SEG differently from a
+/// threshold segmentation around a reported point.
+fn mask_provenance(v: &Value) -> Option<String> {
+    match v["method"].as_str()? {
+        "seg" => Some("mask from a DICOM SEG segment".into()),
+        "point-seeded" => Some(format!(
+            "mask segmented around the reported point (voxels ≥ {} HU within {} mm)",
+            v["threshold_hu"]
+                .as_f64()
+                .map(|t| format!("{t:.0}"))
+                .unwrap_or_else(|| "?".into()),
+            v["radius_mm"]
+                .as_f64()
+                .map(sig)
+                .unwrap_or_else(|| "?".into()),
+        )),
+        other => Some(format!("mask from {}", esc(other))),
+    }
 }
 
 /// A plain sentence for every status other than `scored`.
@@ -285,7 +322,15 @@ fn nodule_section(
     }
     b.push_str("<div class=\"nodule-grid\"><div>");
     match decode_patch(&n["patch"]) {
-        Ok(patch) => b.push_str(&patch_figure(n_idx, &patch)),
+        Err(_) if n["patch"].is_null() && n["error"].is_string() => b.push_str(&format!(
+            "<p class=\"muted patch-missing\">CT patch not shown: the nodule was not measured on the CT ({}).</p>",
+            esc(&text(&n["error"]))
+        )),
+        Ok(patch) => b.push_str(&patch_figure(
+            n_idx,
+            &patch,
+            mask_provenance(&n["mask_source"]).as_deref(),
+        )),
         Err(e) => b.push_str(&format!(
             "<p class=\"muted patch-missing\">CT patch not shown: {}</p>",
             esc(&e)
@@ -300,7 +345,7 @@ fn nodule_section(
         .filter(|a| a.len() == 3 && a.iter().all(Value::is_number))
         .map(|a| {
             format!(
-                " · centre ({}) mm",
+                " · centre ({}) mm LPS",
                 a.iter().filter_map(mm).collect::<Vec<_>>().join(", ")
             )
         })
@@ -311,21 +356,39 @@ fn nodule_section(
         esc(&centre)
     ));
     let size = &n["size"];
+    let axes = match (mm(&size["long_axis_mm"]), mm(&size["short_axis_mm"])) {
+        (Some(l), Some(s)) => format!(" · axes {l} × {s} mm"),
+        _ => String::new(),
+    };
     b.push_str(&format!(
-        "<tr><td>Size</td><td class=\"size\">{}{}</td></tr>",
+        "<tr><td>Size</td><td class=\"size\">{}{}{axes}{}</td></tr>",
         mm(&size["mean_diameter_mm"])
             .map(|d| format!("{d} mm mean diameter"))
             .unwrap_or_else(|| "diameter not recorded".into()),
         size["volume_mm3"]
             .as_f64()
             .map(|v| format!(" · {v:.0} mm³"))
+            .unwrap_or_default(),
+        size["source"]
+            .as_str()
+            .map(|s| format!(" <span class=\"muted\">({})</span>", esc(s)))
             .unwrap_or_default()
     ));
     b.push_str(&format!(
-        "<tr><td>Type</td><td class=\"nodule-type\">{}</td></tr><tr><td>Finding</td><td class=\"finding\">{}</td></tr>",
+        "<tr><td>Type</td><td class=\"nodule-type\">{}{}</td></tr><tr><td>Finding</td><td class=\"finding\">{}</td></tr>",
         esc(n["nodule_type"].as_str().unwrap_or("not recorded")),
+        n["nodule_type_source"]
+            .as_str()
+            .map(|s| format!(" <span class=\"muted\">({})</span>", esc(s)))
+            .unwrap_or_default(),
         esc(&text(&n["finding"])),
     ));
+    if n["error"].is_string() {
+        b.push_str(&format!(
+            "<tr><td>Measurement</td><td class=\"measurement-error warn\">{}</td></tr>",
+            esc(&text(&n["error"]))
+        ));
+    }
 
     // The model.
     let m = &n["model"];
@@ -367,9 +430,13 @@ fn nodule_section(
             review_why(m["review_suggested"].as_bool() == Some(true), &set, alpha)
         ));
     } else {
-        b.push_str(
-            "<tr><td>Model probability</td><td class=\"model-probability muted\">no model output (baselines only)</td></tr>",
-        );
+        b.push_str(&format!(
+            "<tr><td>Model probability</td><td class=\"model-probability muted\">no model output ({})</td></tr>",
+            n["model_missing"]
+                .as_str()
+                .map(esc)
+                .unwrap_or_else(|| "baselines only".into())
+        ));
     }
 
     // Clinical baselines, side by side with the model.
@@ -390,8 +457,14 @@ fn nodule_section(
         )
     };
     b.push_str(&format!(
-        "<tr><td>Lung-RADS v2022</td><td class=\"lung-rads\">{lr_text}</td></tr></table></div>"
+        "<tr><td>Lung-RADS v2022</td><td class=\"lung-rads\">{lr_text}</td></tr>"
     ));
+    if let Some(a) = list(&n["assumed"]) {
+        b.push_str(&format!(
+            "<tr><td>Assumed for the baselines</td><td class=\"assumed\">{a}</td></tr>"
+        ));
+    }
+    b.push_str("</table></div>");
 
     // The radiomics that drove the prompt, and all of them.
     if m.is_object() {
@@ -715,7 +788,7 @@ pub fn mask_outline(mask: &[u8], size: usize) -> Outline {
 /// The patch as an `<img>` (greyscale PNG data URI: the page's CSP allows
 /// `img-src data:`; no file, no external asset) with an SVG overlay in the
 /// patch's pixel coordinates: the mask outline and a millimetre scale bar.
-fn patch_figure(n_idx: usize, p: &Patch) -> String {
+fn patch_figure(n_idx: usize, p: &Patch, provenance: Option<&str>) -> String {
     let png = match encode_png(p.size, p.size, 1, &p.axial) {
         Ok(png) => png,
         Err(e) => {
@@ -766,13 +839,14 @@ src=\"data:image/png;base64,{b64}\">\
 <svg class=\"patch-overlay\" viewBox=\"0 0 {s} {s}\" width=\"{disp}\" height=\"{disp}\" data-size=\"{s}\" aria-hidden=\"true\">{outline}\
 <g class=\"scale-bar\" data-mm=\"{bar_mm}\"><line x1=\"{x0:.2}\" y1=\"{y0:.2}\" x2=\"{x1:.2}\" y2=\"{y0:.2}\" stroke=\"#fff\" stroke-width=\"3\" vector-effect=\"non-scaling-stroke\"/>\
 <text x=\"{x0:.2}\" y=\"{ty:.2}\" font-size=\"{font:.2}\" fill=\"#fff\">{bar_mm} mm</text></g></svg></div>\
-<figcaption class=\"muted\">Axial centre plane, {s}×{s} px at {sp} mm ({fov:.0} mm field), {w}; {note}.</figcaption></figure>",
+<figcaption class=\"muted\">Axial centre plane, {s}×{s} px at {sp} mm ({fov:.0} mm field), {w}; {note}{prov}.</figcaption></figure>",
         b64 = STANDARD.encode(&png),
         x1 = x0 + bar_px,
         ty = y0 - font * 0.5,
         sp = sig(p.spacing_mm),
         fov = field_mm,
         w = esc(&p.window),
+        prov = provenance.map(|v| format!(" ({v})")).unwrap_or_default(),
     )
 }
 
@@ -810,7 +884,9 @@ mod tests {
             "mayo": null, "mayo_missing": "smoking history <unknown>",
             "lung_rads": {"category": "4A", "management": "3-month LDCT", "inputs": {}},
             "radiomics": {"original_shape_Sphericity": 0.71, "original_firstorder_Energy": 12345678.0},
-            "patch": small_patch()
+            "patch": small_patch(),
+            "mask_source": {"method": "point-seeded", "threshold_hu": -500.0, "radius_mm": 15.0},
+            "assumed": ["male (sex <not> recorded)"]
         })
     }
 
@@ -826,7 +902,7 @@ mod tests {
                     "study": {"imaging_study": "ImagingStudy/ct-1", "study_uid": "1.2.3", "series_uid": "1.2.3.4", "started": "2026-11-30T09:00:00Z"},
                     "model": {"id": "autorad-lung", "version": "0.1", "source_label": "LIDC-IDRI <rendered>",
                               "trained_on_rendered_pixels": true, "alpha": 0.1},
-                    "nodules": nodules
+                    "nodules": nodules, "warnings": ["SEG 1.2.3 <x> was not used"]
                 }
             },
             "cards": cards, "interval": null, "reasons": [], "review_reasons": []
@@ -913,6 +989,9 @@ mod tests {
         assert!(html.contains("8.4 mm mean diameter · 310 mm³"));
         assert!(html.contains("part-solid") && html.contains("Right upper lobe"));
         assert!(html.contains("id=\"rendered-pixels\""));
+        assert!(html.contains("(voxels ≥ -500 HU within 15 mm)"));
+        assert!(html.contains("<li>male (sex &lt;not&gt; recorded)</li>"));
+        assert!(html.contains("<li>SEG 1.2.3 &lt;x&gt; was not used</li>"));
         // Everything from the result escaped.
         for raw in ["Nodule <1>", "n<1>", "<rendered>", "<unknown>", "_<b>"] {
             assert!(!html.contains(raw), "{raw} unescaped");
@@ -1003,10 +1082,15 @@ mod tests {
         assert!(html.contains("patch.size must be an integer"));
         n["patch"] = Value::Null;
         n["model"] = Value::Null;
-        let html = review_page(&detail("scored", vec![n], json!([])), &OPTS);
+        let html = review_page(&detail("scored", vec![n.clone()], json!([])), &OPTS);
         assert!(html.contains("no patch stored"));
         assert!(html.contains("no model output (baselines only)"));
         assert!(html.contains("No stored card matches this nodule"));
+        n["error"] = json!("outside the <CT>");
+        n["model_missing"] = json!("nodule model input: radiomics <missing>");
+        let html = review_page(&detail("scored", vec![n], json!([])), &OPTS);
+        assert!(html.contains("not measured on the CT (outside the &lt;CT&gt;)"));
+        assert!(html.contains("no model output (nodule model input: radiomics &lt;missing&gt;)"));
     }
 
     #[test]

@@ -149,7 +149,10 @@ fn scored() -> Fixture {
         "nodules": [
             {"card_uuid": cards[0], "finding": "SEG 1.2.826.0.1.9 segment 1", "label": "Nodule 1",
              "location": {"body_site": "Right upper lobe", "center_mm": [-71.2, -12.5, -140.0]},
-             "size": {"mean_diameter_mm": 12.1, "volume_mm3": 905.0}, "nodule_type": "solid",
+             "size": {"mean_diameter_mm": 12.1, "volume_mm3": 905.0, "source": "measured",
+                      "long_axis_mm": 13.0, "short_axis_mm": 11.2},
+             "nodule_type": "solid", "nodule_type_source": "Observation",
+             "mask_source": {"method": "seg"},
              "model": {"probability": 0.34, "interval": [0.21, 0.48], "confidence": 0.66, "confidence_level": "low",
                        "prediction_set": ["benign", "malignant"], "review_suggested": true,
                        "radiomics_drivers": [
@@ -340,6 +343,8 @@ async fn the_nodule_review_page_shows_each_nodules_patch_and_takes_a_verdict_per
         "original_shape_Maximum3DDiameter",
         "id=\"rendered-pixels\"",
         "with rendered CT patches",
+        "12.1 mm mean diameter · 905 mm³ · axes 13.0 × 11.2 mm",
+        "mask from a DICOM SEG segment",
     ] {
         assert!(html.contains(needle), "{needle} missing");
     }
