@@ -1094,6 +1094,49 @@ mod tests {
     }
 
     #[test]
+    fn any_field_of_the_wrong_type_still_renders() {
+        let base = nodule("c", "N", json!([]), true, json!(["benign", "malignant"]));
+        let weird = [
+            Value::Null,
+            json!("<x>"),
+            json!(-1.5),
+            json!(1e308),
+            json!([1, "a", null]),
+            json!({"k": {"deep": [1]}}),
+        ];
+        let keys: Vec<String> = base.as_object().unwrap().keys().cloned().collect();
+        for k in &keys {
+            for w in &weird {
+                let mut n = base.clone();
+                n[k.as_str()] = w.clone();
+                let html = review_page(&detail("scored", vec![n], json!([])), &OPTS);
+                assert!(html.contains("class=\"nodule\""), "{k} = {w}");
+                assert!(!html.contains("<x>"), "{k} = {w} unescaped");
+            }
+        }
+        for k in ["model", "patch", "size", "location"] {
+            for sub in base[k].as_object().unwrap().keys() {
+                for w in &weird {
+                    let mut n = base.clone();
+                    n[k][sub.as_str()] = w.clone();
+                    let html = review_page(&detail("scored", vec![n], json!([])), &OPTS);
+                    assert!(!html.contains("<x>"), "{k}.{sub} = {w} unescaped");
+                }
+            }
+        }
+        // The result itself malformed.
+        for w in &weird {
+            let mut d = detail("scored", vec![], json!([]));
+            d["prediction"]["result"] = w.clone();
+            let html = review_page(&d, &OPTS);
+            assert!(html.contains("id=\"summary\""));
+            let mut d = detail("scored", vec![], json!([]));
+            d["prediction"]["result"]["nodules"] = w.clone();
+            review_page(&d, &OPTS);
+        }
+    }
+
+    #[test]
     fn a_verdict_lands_back_on_its_nodule() {
         let d = detail(
             "scored",
