@@ -250,8 +250,12 @@ pub async fn verdict(
             tracing::error!(error = %e, "review verdict could not be persisted or spooled");
             ApiError::Unavailable("the verdict could not be stored; retry later".into())
         })?;
+    // On a page with one block per nodule, land back on the one judged.
+    let anchor = crate::review::nodule::anchor_for_card(&detail, &card.to_string())
+        .map(|a| format!("#{a}"))
+        .unwrap_or_default();
     Ok(HttpResponse::SeeOther()
-        .insert_header((LOCATION, format!("/review/{pid}?saved=1")))
+        .insert_header((LOCATION, format!("/review/{pid}?saved=1{anchor}")))
         .finish())
 }
 

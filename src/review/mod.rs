@@ -1,6 +1,7 @@
 //! The review app and the dashboard: server-rendered HTML with inline CSS
 //! and SVG, no script and no external assets (works offline, behind strict
-//! CSPs, and without any CDN).
+//! CSPs, and without any CDN). The lung-nodule service has its own page
+//! layout (`nodule`): one block per nodule, each with its own verdict.
 //!
 //! Pure: the HTTP layer hands in what the store holds (the prediction
 //! detail of `/audit/predictions/{id}`, the aggregates of
@@ -8,6 +9,7 @@
 //! record (risk, interval, confidence, review reasons) are shown as absent,
 //! never invented.
 
+pub mod nodule;
 pub mod svg;
 
 use chrono::NaiveDate;
@@ -41,7 +43,11 @@ table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #eee;pad
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:12px}\
 .kv td:first-child{color:#555;width:220px}.muted{color:#666}.ok{color:#1e5b2e;font-weight:600}\
 svg.chart{max-width:100%;height:auto;border:1px solid #eee}textarea{width:100%;min-height:60px}\
-button{padding:6px 14px;margin-right:8px}";
+button{padding:6px 14px;margin-right:8px}\
+.warn{background:#fff1d6;color:#7a4b00}figure{margin:0}\
+.nodule-grid{display:grid;grid-template-columns:auto 1fr;gap:16px;align-items:start}\
+.patch-view{position:relative}.patch-view img{display:block;image-rendering:pixelated}\
+.patch-view svg{position:absolute;left:0;top:0}";
 
 fn page(title: &str, body: &str) -> String {
     format!(
@@ -91,22 +97,12 @@ pub struct ReviewOptions<'a> {
 /// The review page of one prediction (`detail` as built by the audit API).
 pub fn review_page(detail: &Value, opts: &ReviewOptions<'_>) -> String {
     let p = &detail["prediction"];
+    if p["service_id"].as_str() == Some(nodule::SERVICE_ID) {
+        return page("Review", &nodule::body(detail, opts));
+    }
     let id = p["id"].as_str().unwrap_or_default();
     let tier = p["risk_tier"].as_str().unwrap_or("unknown");
-    let mut b = String::new();
-    b.push_str(&format!(
-        "<h1>Prediction review: {}</h1><p class=\"muted\">Patient <span id=\"patient\">{}</span> · {} · made {} · model {} {} · viewer {}</p>",
-        esc(p["service_id"].as_str().unwrap_or_default()),
-        esc(p["patient_id"].as_str().unwrap_or_default()),
-        esc(id),
-        esc(p["created_at"].as_str().unwrap_or_default()),
-        esc(p["model_id"].as_str().unwrap_or_default()),
-        esc(p["model_version"].as_str().unwrap_or_default()),
-        esc(opts.viewer),
-    ));
-    if opts.saved {
-        b.push_str("<section id=\"saved\" class=\"ok\">Your verdict was recorded.</section>");
-    }
+    let mut b = header(detail, opts);
 
     // Risk, interval, confidence, review.
     let risk = num(&p["risk"]);
@@ -267,59 +263,104 @@ pub fn review_page(detail: &Value, opts: &ReviewOptions<'_>) -> String {
     // Cards, feedback and the verdict form.
     let cards = detail["cards"].as_array().cloned().unwrap_or_default();
     b.push_str("<section id=\"feedback\"><h2>Card and feedback</h2>");
-    for c in &cards {
+    for (i, c) in cards.iter().enumerate() {
         b.push_str(&format!(
             "<p><strong>{}</strong></p>",
             esc(c["card"]["summary"].as_str().unwrap_or_default())
         ));
         let fb = c["feedback"].as_array().cloned().unwrap_or_default();
-        if fb.is_empty() {
-            b.push_str("<p class=\"muted\">No feedback yet.</p>");
-        } else {
-            b.push_str("<table id=\"feedback-list\"><tr><th>When</th><th>Outcome</th><th>By</th><th>Comment / reason</th></tr>");
-            for f in &fb {
-                let reason = &f["override_reason"];
-                let by = reason["reviewer"]
-                    .as_str()
-                    .or_else(|| f["client_iss"].as_str())
-                    .unwrap_or("");
-                let note = reason["userComment"]
-                    .as_str()
-                    .or_else(|| reason["reason"]["display"].as_str())
-                    .unwrap_or("");
-                b.push_str(&format!(
-                    "<tr class=\"feedback-item\"><td>{}</td><td class=\"feedback-outcome\">{}</td><td>{}</td><td class=\"feedback-comment\">{}</td></tr>",
-                    esc(f["received_at"].as_str().unwrap_or_default()),
-                    esc(f["outcome"].as_str().unwrap_or_default()),
-                    esc(by),
-                    esc(note)
-                ));
-            }
-            b.push_str("</table>");
-        }
+        b.push_str(&feedback_list(&fb, &format!("feedback-list-{}", i + 1)));
     }
     match (cards.first(), opts.can_write) {
         (None, _) => b.push_str(
             "<p class=\"muted\">No card was shown for this prediction, so there is nothing to give feedback on.</p>",
         ),
-        (Some(_), false) => b.push_str(
-            "<p class=\"muted\">Recording a verdict needs the review.write scope.</p>",
-        ),
-        (Some(card), true) => {
-            b.push_str(&format!(
-                "<form id=\"verdict-form\" method=\"post\" action=\"/review/{id}/verdict\">\
-<input type=\"hidden\" name=\"card\" value=\"{card}\">\
-<p><label><input type=\"radio\" name=\"verdict\" value=\"agree\" required> Agree</label> \
-<label><input type=\"radio\" name=\"verdict\" value=\"disagree\"> Disagree</label></p>\
-<p><label for=\"comment\">Comment</label><br><textarea id=\"comment\" name=\"comment\" maxlength=\"2000\"></textarea></p>\
-<button type=\"submit\" id=\"submit-verdict\">Record verdict</button></form>",
-                id = esc(id),
-                card = esc(card["uuid"].as_str().unwrap_or_default()),
-            ));
-        }
+        (Some(_), false) => b.push_str(NEEDS_WRITE),
+        (Some(card), true) => b.push_str(&verdict_form(
+            id,
+            card["uuid"].as_str().unwrap_or_default(),
+            "",
+        )),
     }
     b.push_str("</section>");
     page("Review", &b)
+}
+
+/// The heading line every review page starts with, and the banner after a
+/// verdict was stored.
+fn header(detail: &Value, opts: &ReviewOptions<'_>) -> String {
+    let p = &detail["prediction"];
+    let mut b = format!(
+        "<h1>Prediction review: {}</h1><p class=\"muted\">Patient <span id=\"patient\">{}</span> · {} · made {} · model {} {} · viewer {}</p>",
+        esc(p["service_id"].as_str().unwrap_or_default()),
+        esc(p["patient_id"].as_str().unwrap_or_default()),
+        esc(p["id"].as_str().unwrap_or_default()),
+        esc(p["created_at"].as_str().unwrap_or_default()),
+        esc(p["model_id"].as_str().unwrap_or_default()),
+        esc(p["model_version"].as_str().unwrap_or_default()),
+        esc(opts.viewer),
+    );
+    if opts.saved {
+        b.push_str("<section id=\"saved\" class=\"ok\">Your verdict was recorded.</section>");
+    }
+    b
+}
+
+const NEEDS_WRITE: &str =
+    "<p class=\"muted\">Recording a verdict needs the review.write scope.</p>";
+
+/// The feedback stored for one card (EHR feedback and review verdicts), as a
+/// table with the page-unique `id`.
+fn feedback_list(fb: &[Value], id: &str) -> String {
+    if fb.is_empty() {
+        return "<p class=\"muted\">No feedback yet.</p>".to_owned();
+    }
+    let mut b = format!(
+        "<table id=\"{}\" class=\"feedback-list\"><tr><th>When</th><th>Outcome</th><th>By</th><th>Comment / reason</th></tr>",
+        esc(id)
+    );
+    for f in fb {
+        let reason = &f["override_reason"];
+        let by = reason["reviewer"]
+            .as_str()
+            .or_else(|| f["client_iss"].as_str())
+            .unwrap_or("");
+        let note = reason["userComment"]
+            .as_str()
+            .or_else(|| reason["reason"]["display"].as_str())
+            .unwrap_or("");
+        b.push_str(&format!(
+            "<tr class=\"feedback-item\"><td>{}</td><td class=\"feedback-outcome\">{}</td><td>{}</td><td class=\"feedback-comment\">{}</td></tr>",
+            esc(f["received_at"].as_str().unwrap_or_default()),
+            esc(f["outcome"].as_str().unwrap_or_default()),
+            esc(by),
+            esc(note)
+        ));
+    }
+    b.push_str("</table>");
+    b
+}
+
+/// The agree / disagree / comment form for one card, posted to
+/// `/review/{id}/verdict` (stored as CDS Hooks feedback on that card).
+/// `suffix` keeps element ids unique when a page has several forms (one
+/// per nodule); the empty suffix gives the single-card page its plain ids.
+fn verdict_form(prediction_id: &str, card_uuid: &str, suffix: &str) -> String {
+    let sfx = if suffix.is_empty() {
+        String::new()
+    } else {
+        format!("-{}", esc(suffix))
+    };
+    format!(
+        "<form id=\"verdict-form{sfx}\" class=\"verdict-form\" method=\"post\" action=\"/review/{id}/verdict\">\
+<input type=\"hidden\" name=\"card\" value=\"{card}\">\
+<p><label><input type=\"radio\" name=\"verdict\" value=\"agree\" required> Agree</label> \
+<label><input type=\"radio\" name=\"verdict\" value=\"disagree\"> Disagree</label></p>\
+<p><label for=\"comment{sfx}\">Comment</label><br><textarea id=\"comment{sfx}\" name=\"comment\" maxlength=\"2000\"></textarea></p>\
+<button type=\"submit\" id=\"submit-verdict{sfx}\">Record verdict</button></form>",
+        id = esc(prediction_id),
+        card = esc(card_uuid),
+    )
 }
 
 /// The dashboard: `/audit/aggregates` as charts, one block per service and
@@ -531,6 +572,58 @@ mod tests {
             !html.contains("http://") && !html.contains("https://"),
             "no external assets"
         );
+    }
+
+    #[test]
+    fn two_cards_get_two_feedback_tables_with_distinct_ids() {
+        let mut d = detail(true);
+        let fb = json!([{"received_at": "t", "outcome": "accepted", "override_reason": null}]);
+        d["cards"] = json!([
+            {"uuid": "c-1", "card": {"summary": "a"}, "feedback": fb},
+            {"uuid": "c-2", "card": {"summary": "b"}, "feedback": fb}
+        ]);
+        let html = review_page(
+            &d,
+            &ReviewOptions {
+                can_write: true,
+                viewer: "dr",
+                saved: false,
+            },
+        );
+        assert!(html.contains("id=\"feedback-list-1\"") && html.contains("id=\"feedback-list-2\""));
+        assert_eq!(html.matches("class=\"feedback-item\"").count(), 2);
+    }
+
+    #[test]
+    fn the_dashboard_shows_each_service_in_its_own_block() {
+        let group = |service: &str, model: &str, volume: u64, review: f64| {
+            json!({"service_id": service, "model_id": model, "model_version": "1", "volume": volume,
+                   "review_rate": review, "override_rate": null, "mean_risk": 0.2,
+                   "feedback": {"accepted": 0, "overridden": 0, "none": volume},
+                   "calibration": {"with_outcome": 0, "brier_score": null, "bins": [], "by_tier": []},
+                   "over_time": [{"period": "2026-12", "volume": volume, "review_rate": review}],
+                   "tiers": {"low": 1, "high": 2}, "risk_histogram": [], "override_reasons": []})
+        };
+        let agg = json!({"predictions": 5, "groups": [
+            group("cachexia-risk", "cachexia-fusion", 3, 0.0),
+            group(nodule::SERVICE_ID, "autorad-lung", 2, 0.5)
+        ]});
+        let html = dashboard_page(&agg, "month");
+        assert_eq!(html.matches("<section class=\"group\"").count(), 2);
+        let nod = &html[html
+            .find("<h2>lung-nodule-malignancy")
+            .expect("nodule group")..];
+        assert!(nod.contains("<td class=\"volume\">2</td>"));
+        assert!(nod.contains("<td>Review rate</td><td>50%</td>"));
+        let mut ids: Vec<&str> = html
+            .split(" id=\"")
+            .skip(1)
+            .map(|s| &s[..s.find('"').unwrap()])
+            .collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "chart ids are unique across services");
     }
 
     #[test]

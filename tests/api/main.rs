@@ -12,6 +12,7 @@ mod note_embeddings;
 mod outputs;
 mod persistence;
 mod review_browser;
+mod review_nodule;
 mod robustness;
 mod smart_launch;
 mod store_story;

@@ -23,7 +23,7 @@ fn form(pairs: &[(&str, &str)]) -> String {
         .finish()
 }
 
-fn have(cmd: &str) -> bool {
+pub(crate) fn have(cmd: &str) -> bool {
     std::process::Command::new(cmd)
         .arg("--version")
         .stdout(Stdio::null())

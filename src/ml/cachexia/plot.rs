@@ -99,24 +99,43 @@ impl Canvas {
 
     /// PNG bytes (8-bit RGB, filter 0 on every row).
     pub fn png(&self) -> std::io::Result<Vec<u8>> {
-        let mut raw = Vec::with_capacity((self.w * 3 + 1) * self.h);
-        for row in self.px.chunks(self.w * 3) {
-            raw.push(0);
-            raw.extend_from_slice(row);
-        }
-        let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
-        z.write_all(&raw)?;
-        let idat = z.finish()?;
-        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-        let mut ihdr = Vec::new();
-        ihdr.extend_from_slice(&(self.w as u32).to_be_bytes());
-        ihdr.extend_from_slice(&(self.h as u32).to_be_bytes());
-        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-        chunk(&mut out, b"IHDR", &ihdr);
-        chunk(&mut out, b"IDAT", &idat);
-        chunk(&mut out, b"IEND", &[]);
-        Ok(out)
+        encode_png(self.w, self.h, 3, &self.px)
     }
+}
+
+/// PNG bytes of 8-bit pixels, row-major: `channels` 1 (greyscale, colour
+/// type 0) or 3 (RGB, colour type 2); filter 0 on every row (PNG 1.2 §4.1.3,
+/// §6). Also used by the review app for the nodule's CT patch.
+pub fn encode_png(w: usize, h: usize, channels: usize, px: &[u8]) -> std::io::Result<Vec<u8>> {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    let colour_type = match channels {
+        1 => 0,
+        3 => 2,
+        c => return Err(invalid(format!("PNG: {c} channels (expected 1 or 3)"))),
+    };
+    if w == 0 || h == 0 || px.len() != w * h * channels {
+        return Err(invalid(format!(
+            "PNG: {} bytes for {w}x{h}x{channels} pixels",
+            px.len()
+        )));
+    }
+    let mut raw = Vec::with_capacity((w * channels + 1) * h);
+    for row in px.chunks(w * channels) {
+        raw.push(0);
+        raw.extend_from_slice(row);
+    }
+    let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
+    z.write_all(&raw)?;
+    let idat = z.finish()?;
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&(w as u32).to_be_bytes());
+    ihdr.extend_from_slice(&(h as u32).to_be_bytes());
+    ihdr.extend_from_slice(&[8, colour_type, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &idat);
+    chunk(&mut out, b"IEND", &[]);
+    Ok(out)
 }
 
 fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
