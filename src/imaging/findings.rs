@@ -179,17 +179,15 @@ pub fn parse_finding(obs: &Value, source: &str) -> Option<NoduleFinding> {
         };
         f.body_site = display.or_else(|| {
             codes.iter().find_map(|(s, c)| {
-                (*s == SNOMED)
-                    .then(|| match *c {
-                        "45653009" => "Right upper lobe",
-                        "44714003" => "Left upper lobe",
-                        "72481006" => "Right middle lobe",
-                        "266005" => "Right lower lobe",
-                        "90572001" => "Left lower lobe",
-                        _ => "",
-                    })
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
+                let name = match (*s, *c) {
+                    (SNOMED, "45653009") => "Right upper lobe",
+                    (SNOMED, "44714003") => "Left upper lobe",
+                    (SNOMED, "72481006") => "Right middle lobe",
+                    (SNOMED, "266005") => "Right lower lobe",
+                    (SNOMED, "90572001") => "Left lower lobe",
+                    _ => return None,
+                };
+                Some(name.to_owned())
             })
         });
     }

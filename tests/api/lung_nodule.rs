@@ -193,6 +193,11 @@ async fn pending_then_scored(app: &TestApp, hook: &Value, jobs_before: i64) -> V
 
     let done = wait_for_job(app, id).await;
     assert_eq!(done.status, JobStatus::Done, "{:?}", done.last_error);
+    eprintln!(
+        "nodule job: {} ms from enqueue to done; {}",
+        (done.updated_at - done.created_at).num_milliseconds(),
+        done.result.clone().unwrap_or_default()
+    );
     let second = post(app, hook).await;
     assert_eq!(
         app.db.count("jobs").await,
@@ -395,6 +400,16 @@ async fn nodules_are_scored_after_the_imaging_job(backend: Backend) {
         "{c2}"
     );
 
+    eprintln!(
+        "nodule 1: measured mean {measured:.2} mm (long {} / short {}), volume {volume:.1} mm³, model {prob:.4}, Brock {}, Mayo {}, Lung-RADS {}; nodule 2: Brock {}, Mayo {}",
+        n1["size"]["long_axis_mm"],
+        n1["size"]["short_axis_mm"],
+        n1["brock"]["probability"],
+        n1["mayo"]["probability"],
+        n1["lung_rads"]["category"],
+        n2["brock"]["probability"],
+        n2["mayo"]["probability"],
+    );
     // ---- the prediction row
     assert_eq!(p.model_id, "test-sphericity");
     assert!(p.review_suggested);
@@ -428,6 +443,10 @@ async fn nodules_are_scored_after_the_imaging_job(backend: Backend) {
     assert!(n1["seg"].is_null());
     let seeded = n1["size"]["volume_mm3"].as_f64().unwrap();
     let seg = exp["mask_volume_mm3"].as_f64().unwrap();
+    eprintln!(
+        "point-seeded: {seeded:.1} mm³ (sphere radius {} mm) vs SEG {seg:.1} mm³; measured mean {}",
+        n1["mask_source"]["radius_mm"], n1["size"]["measured_mean_diameter_mm"]
+    );
     assert!(
         (0.5 * seg..1.5 * seg).contains(&seeded),
         "seeded {seeded} mm³ vs SEG {seg} mm³"
