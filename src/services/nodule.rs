@@ -654,7 +654,7 @@ impl CdsService for NoduleService {
             } => {
                 let mut study = study;
                 study["job_id"] = json!(job_id);
-                return Ok(self.status_only(
+                let ev = self.status_only(
                     &input,
                     "imaging_pending",
                     &format!("Lung nodule analysis of the {when} in progress: reload in a minute"),
@@ -667,12 +667,13 @@ impl CdsService for NoduleService {
                     model_json,
                     clinical.features(),
                     started,
-                ));
+                );
+                return Ok(with_recorded_findings(ev, &ct, &clinical));
             }
             NoduleImagingStatus::NotMeasurable { reason }
             | NoduleImagingStatus::NotAnalysable { reason }
             | NoduleImagingStatus::Unavailable { reason } => {
-                return Ok(self.status_only(
+                let ev = self.status_only(
                     &input,
                     "imaging_failed",
                     &format!("Lung nodules of the {when} could not be analysed"),
@@ -681,7 +682,8 @@ impl CdsService for NoduleService {
                     model_json,
                     clinical.features(),
                     started,
-                ));
+                );
+                return Ok(with_recorded_findings(ev, &ct, &clinical));
             }
         };
         let (nodules_measured, warnings) = match &result.outcome {
@@ -803,6 +805,69 @@ impl CdsService for NoduleService {
             inference_ms: started.elapsed().as_secs_f64() * 1e3,
         })
     }
+}
+
+/// While the CT is pending or could not be analysed, the findings'
+/// recorded sizes still give Brock, Mayo and Lung-RADS: listed on the one
+/// card and stored as `result.recorded_findings` (the schema's `nodules`
+/// stays empty for these statuses).
+fn with_recorded_findings(mut ev: Evaluation, ct: &ChestCt, c: &ClinicalInputs) -> Evaluation {
+    let count = ct.findings.len() as u32;
+    let mut md = String::new();
+    let mut stored = Vec::new();
+    for (i, f) in ct.findings.iter().enumerate() {
+        let n = Nodule {
+            label: format!("Nodule {}", i + 1),
+            finding: f.source.clone(),
+            observation: Some(f),
+            measured: None,
+        };
+        if n.mean_diameter().is_none() {
+            continue;
+        }
+        let (b, assumed) = baselines(&n, c, count);
+        let (d, _) = n.mean_diameter().unwrap_or((0.0, "stated"));
+        let typ = n
+            .nodule_type()
+            .map(|(t, _)| type_label(t))
+            .unwrap_or("type not recorded");
+        let part = |key: &str, name: &str| match b[key]["probability"].as_f64() {
+            Some(p) => format!("{name} {}", percent(p)),
+            None => format!("{name} not computed"),
+        };
+        let lr = b["lung_rads"]["category"]
+            .as_str()
+            .map(|c| format!("Lung-RADS {c}"))
+            .unwrap_or_else(|| "Lung-RADS not computed".into());
+        let _ = writeln!(
+            md,
+            "- {} ({}): {} mm {typ} as recorded; {}; {}; {lr}.",
+            n.label,
+            f.body_site.as_deref().unwrap_or("lobe not recorded"),
+            round1(d),
+            part("brock", "Brock"),
+            part("mayo", "Mayo")
+        );
+        stored.push(
+            json!({"label": n.label, "finding": f.source, "baselines": b, "assumed": assumed}),
+        );
+    }
+    if stored.is_empty() {
+        return ev;
+    }
+    let text = format!(
+        "\n\n**From the recorded findings alone** (sizes as recorded; the model needs the CT):\n\n{md}"
+    );
+    if let Some(card) = ev.cards.first_mut() {
+        let mut d = card.detail.clone().unwrap_or_default();
+        d.push_str(&text);
+        card.detail = Some(d);
+    }
+    if let Some(p) = ev.prediction.as_mut() {
+        p.result["recorded_findings"] = Value::Array(stored.clone());
+    }
+    ev.baselines = json!({"recorded_findings": stored});
+    ev
 }
 
 /// Pairs the findings with the measured nodules, in a stable order: nodules

@@ -127,6 +127,12 @@ fn hook(base: &str) -> Value {
 async fn post(app: &TestApp, hook: &Value) -> Value {
     let resp = app.post_hook(SERVICE, hook).await;
     let status = resp.status();
+    // For docs/benchmarks.md (`-- --nocapture`).
+    eprintln!(
+        "hook: x-total-time {:?} ms, x-inference-time {:?} ms",
+        resp.headers().get("x-total-time"),
+        resp.headers().get("x-inference-time")
+    );
     let body: Value = resp.json().await.unwrap();
     assert_eq!(status, 200, "{body}");
     body
@@ -172,9 +178,21 @@ async fn pending_then_scored(app: &TestApp, hook: &Value, jobs_before: i64) -> V
             .contains("107 radiomics features"),
         "{first}"
     );
+    // The recorded sizes already give the baselines (nodule 2: 6 mm solid).
+    assert!(
+        cards[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("- Nodule 2 (Left lower lobe): 6 mm solid as recorded; Brock "),
+        "{first}"
+    );
     let p = latest(app).await;
     let r = &p.result["prediction"];
     assert_eq!(r["status"], "imaging_pending");
+    assert_eq!(
+        r["recorded_findings"][1]["baselines"]["lung_rads"]["category"],
+        "3"
+    );
     assert_eq!(r["nodules"], serde_json::json!([]));
     assert_eq!(p.risk, None);
     assert_eq!(app.db.count("jobs").await, jobs_before + 1);
@@ -448,7 +466,7 @@ async fn nodules_are_scored_after_the_imaging_job(backend: Backend) {
         n1["mask_source"]["radius_mm"], n1["size"]["measured_mean_diameter_mm"]
     );
     assert!(
-        (0.5 * seg..1.5 * seg).contains(&seeded),
+        (0.99 * seg..1.5 * seg).contains(&seeded),
         "seeded {seeded} mm³ vs SEG {seg} mm³"
     );
     assert!(
