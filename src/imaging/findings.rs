@@ -683,6 +683,14 @@ mod tests {
         .unwrap();
         assert_eq!(silly.diameter_mm, None);
         assert!(silly.problems[0].contains("not a nodule size"));
+        // A lobe given by code alone is named.
+        let coded = parse_finding(
+            &obs(json!({"bodySite": {"coding": [{"system": SNOMED, "code": "44714003"}]}})),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(coded.body_site.as_deref(), Some("Left upper lobe"));
+        assert_eq!(coded.upper_lobe, Some(true));
         // Our own code works as well as SNOMED CT.
         let ours = obs(json!({"code": {"coding": [{"system": NODULE_SYSTEM, "code": "nodule"}]}}));
         assert!(parse_finding(&ours, "x").is_some());

@@ -1055,6 +1055,68 @@ mod tests {
         assert_eq!(m.features().get("original_firstorder_Mean"), Some(40.0));
     }
 
+    /// The synthetic SEG fixture (`fixtures/dicom/generate.py`): a point at
+    /// the sphere's centre is the SEG's nodule (one nodule, not two); a point
+    /// in aerated lung gets its reason; the SEG mask is the generator's.
+    #[test]
+    fn a_point_inside_a_seg_segment_is_that_nodule_and_a_point_in_lung_says_why() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dicom");
+        let ct = crate::imaging::dicom::read_ct_dir(
+            &dir.join("ct_explicit"),
+            None,
+            &AssembleOptions::default(),
+        )
+        .unwrap();
+        let seg = SegInstance {
+            name: "seg_nodule.dcm".into(),
+            bytes: Bytes::from(std::fs::read(dir.join("seg_nodule.dcm")).unwrap()),
+        };
+        let expected = std::fs::read(dir.join("seg_expected.u8")).unwrap();
+        let point = |key: &str, c: [f64; 3], d: f64| PointFinding {
+            key: key.into(),
+            center_mm: c,
+            diameter_mm: Some(d),
+            ground_glass: false,
+        };
+        let job = NoduleJob {
+            dicomweb_base: "http://127.0.0.1/dicom-web".into(),
+            study_uid: ct.study_uid.clone(),
+            series_uid: ct.series_uid.clone(),
+            seg_series: vec!["1.2.3".into()],
+            points: vec![
+                point("f0", [3.0, -2.0, -86.25], 12.0),
+                point("f1", [-15.0, 0.0, -95.0], 4.0),
+            ],
+            patch: PatchConfig {
+                size: 32,
+                ..PatchConfig::default()
+            },
+        };
+        let NoduleImagingOutcome::Measured {
+            nodules, warnings, ..
+        } = analyse(&ct, &[seg], vec!["kept".into()], &job)
+        else {
+            panic!("not measured")
+        };
+        assert_eq!(warnings, vec!["kept".to_owned()]);
+        assert_eq!(nodules.len(), 2, "{nodules:?}");
+        let n0 = &nodules[0];
+        assert_eq!(n0.point.as_deref(), Some("f0"));
+        assert_eq!(n0.seg.as_ref().unwrap().segment_number, 1);
+        let m = n0.measurement.as_ref().unwrap();
+        assert_eq!(m.mask_source, MaskSource::Seg);
+        assert_eq!(m.voxels, expected.iter().filter(|v| **v != 0).count());
+        let c = m.center_mm;
+        assert!(
+            (c[0] - 3.0).abs() < 0.5 && (c[1] + 2.0).abs() < 0.5,
+            "{c:?}"
+        );
+        let n1 = &nodules[1];
+        assert_eq!((n1.point.as_deref(), n1.seg.as_ref()), (Some("f1"), None));
+        assert!(n1.measurement.is_none());
+        assert!(n1.error.as_deref().unwrap().contains("no tissue"), "{n1:?}");
+    }
+
     #[test]
     fn payload_keys_follow_findings_and_patch_settings() {
         let job = NoduleJob {
