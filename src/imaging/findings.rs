@@ -312,6 +312,8 @@ pub struct ChestCt {
     pub study_uid: Option<String>,
     /// SEG series of the study.
     pub seg_series: Vec<String>,
+    /// SR series of the study: not read yet (TID 1500), reported as such.
+    pub sr_series: Vec<String>,
     /// Nodule Observations derived from it, in record order.
     pub findings: Vec<NoduleFinding>,
 }
@@ -403,18 +405,22 @@ pub fn latest_chest_ct(
             .filter(|f| f.date.is_none_or(|d| d <= index_date))
             .collect();
         let series = study.get("series").and_then(Value::as_array);
-        let seg_series: Vec<String> = series
-            .into_iter()
-            .flatten()
-            .filter(|s| {
-                s.get("modality")
-                    .and_then(|m| m.get("code"))
-                    .and_then(Value::as_str)
-                    .is_some_and(|c| c.trim() == "SEG")
-            })
-            .filter_map(|s| s.get("uid").and_then(Value::as_str))
-            .map(|u| u.trim().to_owned())
-            .collect();
+        let of_modality = |modality: &str| -> Vec<String> {
+            series
+                .into_iter()
+                .flatten()
+                .filter(|s| {
+                    s.get("modality")
+                        .and_then(|m| m.get("code"))
+                        .and_then(Value::as_str)
+                        .is_some_and(|c| c.trim() == modality)
+                })
+                .filter_map(|s| s.get("uid").and_then(Value::as_str))
+                .map(|u| u.trim().to_owned())
+                .collect()
+        };
+        let seg_series = of_modality("SEG");
+        let sr_series = of_modality("SR");
         if !(is_chest(study) || !findings.is_empty() || !seg_series.is_empty()) {
             continue;
         }
@@ -426,6 +432,7 @@ pub fn latest_chest_ct(
                 .map(str::to_owned),
             study_uid,
             seg_series,
+            sr_series,
             findings,
             study: ct,
         });
@@ -752,7 +759,8 @@ mod tests {
                 None,
                 json!([
                     {"uid": "1.2.3.3", "modality": {"code": "CT"}, "bodySite": {"system": SNOMED, "code": "51185008"}},
-                    {"uid": "1.2.3.4", "modality": {"code": "SEG"}}
+                    {"uid": "1.2.3.4", "modality": {"code": "SEG"}},
+                    {"uid": "1.2.3.5", "modality": {"code": "SR"}}
                 ]),
             ),
             obs(json!({"id": "n-new", "derivedFrom": [{"reference": "ImagingStudy/new"}]})),
@@ -766,6 +774,7 @@ mod tests {
         );
         assert_eq!(c.study.series_uid.as_deref(), Some("1.2.3.3"));
         assert_eq!(c.seg_series, vec!["1.2.3.4".to_owned()]);
+        assert_eq!(c.sr_series, vec!["1.2.3.5".to_owned()]);
         assert_eq!(c.findings.len(), 1);
         assert_eq!(c.findings[0].source, "Observation/n-new");
         assert_eq!(c.started.as_deref(), Some("2026-10-15T09:30:00Z"));

@@ -618,6 +618,7 @@ impl CdsService for NoduleService {
             "series_uid": ct.study.series_uid,
             "started": ct.started,
             "seg_series": ct.seg_series,
+            "sr_series_not_read": ct.sr_series,
         });
         let when = ct
             .study
@@ -630,8 +631,16 @@ impl CdsService for NoduleService {
                 "no_nodule_findings",
                 &format!("No lung nodule findings recorded for the {when}"),
                 format!(
-                    "{} has no nodule findings this service can read: an `Observation` coded SNOMED CT 786838002 (pulmonary nodule) derived from the study, or a DICOM SEG series in it. DICOM SR (TID 1500) measurement reports are not read yet.",
-                    ct.study.study
+                    "{} has no nodule findings this service can read: an `Observation` coded SNOMED CT 786838002 (pulmonary nodule) derived from the study, or a DICOM SEG series in it. DICOM SR (TID 1500) measurement reports are not read yet{}.",
+                    ct.study.study,
+                    if ct.sr_series.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ": the study's SR series ({}) were not used",
+                            ct.sr_series.join(", ")
+                        )
+                    }
                 ),
                 study,
                 model_json,

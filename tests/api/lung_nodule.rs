@@ -574,3 +574,36 @@ async fn discovery_lists_the_nodule_service() {
     );
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chest_ct_whose_findings_are_only_in_an_sr_says_sr_is_not_read_yet() {
+    let app = spawn_app_with_overrides(Backend::Sqlite, |_| {}, ServiceOverrides::default()).await;
+    let mut h = hook("http://127.0.0.1:9/dicom-web");
+    // Only the smoking status stays; the second series becomes an SR.
+    h["prefetch"]["observations"]["entry"]
+        .as_array_mut()
+        .unwrap()
+        .truncate(1);
+    let series = &mut h["prefetch"]["imaging"]["entry"][0]["resource"]["series"][1];
+    series["modality"]["code"] = Value::String("SR".into());
+    series["uid"] = Value::String("1.2.826.0.1.3680043.8.498.77".into());
+    let body = post(&app, &h).await;
+    let card = &body["cards"][0];
+    assert!(
+        card["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("No lung nodule findings recorded for the chest CT of 2026-10-15"),
+        "{body}"
+    );
+    assert!(
+        card["detail"].as_str().unwrap().contains(
+            "DICOM SR (TID 1500) measurement reports are not read yet: the study's SR series (1.2.826.0.1.3680043.8.498.77) were not used"
+        ),
+        "{body}"
+    );
+    assert_eq!(app.db.count("jobs").await, 0);
+    let p = latest(&app).await;
+    assert_eq!(p.result["prediction"]["status"], "no_nodule_findings");
+    app.cleanup().await;
+}
