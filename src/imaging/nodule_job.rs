@@ -447,14 +447,18 @@ pub fn segment_at_point(
 /// short axis is the extent perpendicular to it, measured the same way.
 /// `None` for an empty mask.
 pub fn axes(mask: &Volume<u8>) -> Option<(f64, f64)> {
+    axes_where(mask, |_| true)
+}
+
+/// [`axes`] of the mask voxels whose linear index passes `keep` (the solid
+/// component: no second full-size mask is allocated).
+pub fn axes_where(mask: &Volume<u8>, keep: impl Fn(usize) -> bool) -> Option<(f64, f64)> {
     let [nx, ny, nz] = mask.dims;
     let plane = nx * ny;
+    let set = |i: usize| mask.data[i] != 0 && keep(i);
     let best = (0..nz)
         .map(|z| {
-            let n = mask.data[z * plane..(z + 1) * plane]
-                .iter()
-                .filter(|v| **v != 0)
-                .count();
+            let n = (z * plane..(z + 1) * plane).filter(|i| set(*i)).count();
             (n, z)
         })
         .max_by_key(|(n, z)| (*n, std::cmp::Reverse(*z)))?;
@@ -467,7 +471,7 @@ pub fn axes(mask: &Volume<u8>) -> Option<(f64, f64)> {
             && y >= 0
             && (x as usize) < nx
             && (y as usize) < ny
-            && mask.get(x as usize, y as usize, z) != 0
+            && set(mask.index(x as usize, y as usize, z))
     };
     // Boundary pixels suffice for the extremes and keep the pairwise search small.
     let mut pts = Vec::new();
@@ -552,19 +556,17 @@ pub fn measure_nodule(
     let center_mm = mask_centroid(mask).ok_or("the nodule mask is empty")?;
     let (long, short) = axes(mask).ok_or("the nodule mask is empty")?;
     let mut sum = 0.0f64;
-    let mut solid = mask.clone();
     let mut solid_voxels = 0usize;
-    for ((m, s), hu) in mask.data.iter().zip(solid.data.iter_mut()).zip(&ct.data) {
+    for (m, hu) in mask.data.iter().zip(&ct.data) {
         if *m != 0 {
             sum += f64::from(*hu);
             if *hu >= SOLID_COMPONENT_HU {
                 solid_voxels += 1;
-            } else {
-                *s = 0;
             }
         }
     }
-    let solid_component = axes(&solid).map(|(l, s)| SolidComponent {
+    let solid = |i: usize| ct.data[i] >= SOLID_COMPONENT_HU;
+    let solid_component = axes_where(mask, solid).map(|(l, s)| SolidComponent {
         mean_diameter_mm: (l + s) / 2.0,
         volume_mm3: solid_voxels as f64 * voxel_mm3,
         fraction: solid_voxels as f64 / voxels as f64,
@@ -642,8 +644,10 @@ fn analyse(
             .filter_map(|w| serde_json::to_value(w).ok().map(|w| w.to_string())),
     );
     let mut nodules = Vec::new();
-    // (nodule index, mask) of the SEG nodules, to match points against.
-    let mut seg_masks: Vec<(usize, Volume<u8>)> = Vec::new();
+    // (nodule index, sorted linear indices of its voxels) of the SEG
+    // nodules, to match points against. Indices, not masks: a full-size
+    // mask of a 512² × 300 CT is 78 MB per segment.
+    let mut seg_masks: Vec<(usize, Vec<usize>)> = Vec::new();
     for seg in segs {
         let (sop, segments) = match seg_segments(&seg.name, &seg.bytes) {
             Ok(s) => s,
@@ -669,7 +673,8 @@ fn analyse(
                 Ok(mask) => {
                     let m = measure_nodule(v, &mask, MaskSource::Seg, &job.patch);
                     if m.is_ok() {
-                        seg_masks.push((nodules.len(), mask));
+                        let voxels = (0..mask.len()).filter(|i| mask.data[*i] != 0).collect();
+                        seg_masks.push((nodules.len(), voxels));
                     }
                     match m {
                         Ok(m) => (Some(m), None),
@@ -696,9 +701,9 @@ fn analyse(
             .all(|(i, n)| *i >= 0.0 && *i < n as f64);
         let hit = in_grid
             .then(|| {
-                seg_masks.iter().find(|(n, m)| {
-                    nodules[*n].point.is_none()
-                        && m.get(r[0] as usize, r[1] as usize, r[2] as usize) != 0
+                let at = v.index(r[0] as usize, r[1] as usize, r[2] as usize);
+                seg_masks.iter().find(|(n, voxels)| {
+                    nodules[*n].point.is_none() && voxels.binary_search(&at).is_ok()
                 })
             })
             .flatten()
