@@ -447,6 +447,23 @@ async fn nodules_are_scored_after_the_imaging_job(backend: Backend) {
         "ImagingStudy/lung-nodule-1-img-1"
     );
 
+    // ---- the stored prediction is served like any other: FHIR
+    // RiskAssessment and the review page
+    let token = crate::outputs::user_token(&app, &["user/RiskAssessment.read", "review.write"]);
+    let ra = crate::outputs::get(
+        &app,
+        &format!("/fhir/RiskAssessment/{}", p.id),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(ra.status(), 200);
+    let ra: Value = ra.json().await.unwrap();
+    assert_eq!(ra["resourceType"], "RiskAssessment");
+    let review = crate::outputs::get(&app, &format!("/review/{}", p.id), Some(&token)).await;
+    assert_eq!(review.status(), 200);
+    let page = review.text().await.unwrap();
+    assert!(page.contains("lung-nodule-malignancy"), "{page}");
+
     // ---- without the SEG: the same finding is segmented around its point
     let mut no_seg = hook.clone();
     no_seg["prefetch"]["imaging"]["entry"][0]["resource"]["series"]
