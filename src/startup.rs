@@ -54,9 +54,33 @@ pub fn build_registry(
     imaging: Option<ImagingCache>,
     notes_store: Option<Store>,
 ) -> anyhow::Result<Registry> {
-    let cachexia = services::cachexia::CachexiaService::load(settings, imaging, notes_store)
-        .context("loading the cachexia-risk service")?;
-    Ok(Registry::new(vec![Arc::new(cachexia)]))
+    build_registry_with(settings, imaging, notes_store, ServiceOverrides::default())
+}
+
+/// What tests (and embedders) may put in place of what `service.toml`
+/// names. Empty by default: the models come from the service folders.
+#[derive(Clone, Default)]
+pub struct ServiceOverrides {
+    /// Used instead of the `lung-nodule-malignancy` model folder.
+    pub nodule_classifier: Option<Arc<dyn crate::ml::nodule::NoduleClassifier>>,
+}
+
+/// [`build_registry`] with overrides.
+pub fn build_registry_with(
+    settings: &Settings,
+    imaging: Option<ImagingCache>,
+    notes_store: Option<Store>,
+    overrides: ServiceOverrides,
+) -> anyhow::Result<Registry> {
+    let cachexia =
+        services::cachexia::CachexiaService::load(settings, imaging.clone(), notes_store)
+            .context("loading the cachexia-risk service")?;
+    let mut nodule = services::nodule::NoduleService::load(settings, imaging)
+        .context("loading the lung-nodule-malignancy service")?;
+    if let Some(model) = overrides.nodule_classifier {
+        nodule = nodule.with_model(Some(model));
+    }
+    Ok(Registry::new(vec![Arc::new(cachexia), Arc::new(nodule)]))
 }
 
 /// The pipeline without the HTTP server (also used by `oncohooks score`,
@@ -66,9 +90,19 @@ pub fn build_engine(
     imaging: Option<ImagingCache>,
     notes_store: Option<Store>,
 ) -> anyhow::Result<Engine> {
+    build_engine_with(settings, imaging, notes_store, ServiceOverrides::default())
+}
+
+/// [`build_engine`] with overrides.
+pub fn build_engine_with(
+    settings: &Settings,
+    imaging: Option<ImagingCache>,
+    notes_store: Option<Store>,
+    overrides: ServiceOverrides,
+) -> anyhow::Result<Engine> {
     let deadline = Duration::from_millis(settings.server.hook_deadline_ms);
     Ok(Engine {
-        registry: build_registry(settings, imaging, notes_store)?,
+        registry: build_registry_with(settings, imaging, notes_store, overrides)?,
         fhir: Some(FhirClient::new(http_client(deadline), &settings.fhir)),
         fhir_deadline: deadline,
         index_date: settings.scoring.index_date,
@@ -80,6 +114,14 @@ impl Application {
     /// Connect, migrate, bind. With `bind = "127.0.0.1:0"` the OS picks the
     /// port (tests); read it back with [`Application::port`].
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, ServiceOverrides::default()).await
+    }
+
+    /// [`Application::build`] with service overrides (tests).
+    pub async fn build_with(
+        settings: Settings,
+        overrides: ServiceOverrides,
+    ) -> anyhow::Result<Self> {
         let store = Store::connect(
             settings.database.url.expose_secret(),
             settings.database.max_connections,
@@ -103,7 +145,7 @@ impl Application {
             .context("configuring the SMART launch of the review app ([smart])")?;
         let imaging = ImagingCache::new(store.clone(), &settings.imaging)
             .context("configuring imaging (imaging.dicomweb)")?;
-        let engine = build_engine(&settings, Some(imaging), Some(store.clone()))?;
+        let engine = build_engine_with(&settings, Some(imaging), Some(store.clone()), overrides)?;
         let imaging_workers = match settings.imaging.workers_in_serve {
             0 => None,
             n => {

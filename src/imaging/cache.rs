@@ -353,11 +353,13 @@ pub fn resolve_offline(studies: Vec<CtStudy>, rules: &CtRules) -> Vec<CtFinding>
 /// The hook's handle on the imaging cache and job queue. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct ImagingCache {
-    store: Store,
+    // `pub(super)`: the lung-nodule look-up (`findings`) uses the same
+    // store, allow-list, attempts and budget.
+    pub(super) store: Store,
     /// For the allow-list and the default base only: the hook never fetches.
-    client: DicomWebClient,
-    max_attempts: i32,
-    budget: Duration,
+    pub(super) client: DicomWebClient,
+    pub(super) max_attempts: i32,
+    pub(super) budget: Duration,
     max_studies: usize,
 }
 

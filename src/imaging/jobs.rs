@@ -46,6 +46,7 @@ use super::dicom::{AssembleOptions, CtVolume, DicomError};
 use super::dicomweb::{
     BearerToken, DicomUid, DicomWebBase, DicomWebClient, DicomWebError, SeriesRef,
 };
+use super::nodule_job::{JOB_KIND as NODULE_JOB_KIND, NoduleWorker};
 use crate::config::ImagingSettings;
 use crate::store::jobs::{JobHandler, WorkerPoolConfig, WorkerPoolStats, run_workers};
 use crate::store::{Job, JobFailure, NewJob, Store};
@@ -398,11 +399,26 @@ impl BodyCompositionWorker {
         self
     }
 
-    /// The function the worker pool calls.
+    /// The function the worker pool calls. The imaging pool also runs the
+    /// lung-nodule jobs ([`super::nodule_job`]) with the same PACS client
+    /// and store, so one `[imaging]` configuration serves both.
     pub fn handler(self: Arc<Self>) -> JobHandler {
+        let nodules = Arc::new(NoduleWorker::new(
+            self.client.clone(),
+            self.store.clone(),
+            self.assemble,
+        ));
         Arc::new(move |job: Job| {
             let worker = self.clone();
-            async move { worker.run(&job).await }.boxed()
+            let nodules = nodules.clone();
+            async move {
+                if job.kind == NODULE_JOB_KIND {
+                    nodules.run(&job).await
+                } else {
+                    worker.run(&job).await
+                }
+            }
+            .boxed()
         })
     }
 
@@ -575,7 +591,7 @@ pub fn pool_config(settings: &ImagingSettings, workers: usize) -> WorkerPoolConf
     WorkerPoolConfig {
         lease: Duration::from_secs(settings.lease_seconds.max(10)),
         poll_interval: Duration::from_millis(settings.poll_interval_ms.max(10)),
-        ..WorkerPoolConfig::new(workers.max(1), &[JOB_KIND])
+        ..WorkerPoolConfig::new(workers.max(1), &[JOB_KIND, NODULE_JOB_KIND])
     }
 }
 

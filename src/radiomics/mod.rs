@@ -118,6 +118,16 @@ impl Features {
     }
 }
 
+/// Features read back from storage (the imaging cache keeps them as
+/// name/value pairs in this order).
+impl FromIterator<(String, f64)> for Features {
+    fn from_iter<I: IntoIterator<Item = (String, f64)>>(iter: I) -> Self {
+        Self {
+            entries: iter.into_iter().collect(),
+        }
+    }
+}
+
 impl Serialize for Features {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.entries.len()))?;

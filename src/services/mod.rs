@@ -9,6 +9,7 @@ pub mod definition;
 pub mod engine;
 pub mod gather;
 pub mod inference;
+pub mod nodule;
 pub mod notes;
 
 use std::sync::Arc;

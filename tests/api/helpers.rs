@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use oncohooks::Application;
 use oncohooks::config::Settings;
+use oncohooks::startup::ServiceOverrides;
 use serde_json::Value;
 use wiremock::MockServer;
 
@@ -49,6 +50,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with_overrides(backend, configure, ServiceOverrides::default()).await
+}
+
+/// [`spawn_app_with`] with service overrides (a test classifier).
+pub async fn spawn_app_with_overrides(
+    backend: Backend,
+    configure: impl FnOnce(&mut Settings),
+    overrides: ServiceOverrides,
+) -> TestApp {
     let db = TestDb::new(backend).await;
     let fhir = MockServer::start().await;
     let spool_dir = tempfile::tempdir().unwrap();
@@ -62,7 +72,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     settings.server.workers = Some(2);
     configure(&mut settings);
 
-    let app = Application::build(settings.clone())
+    let app = Application::build_with(settings.clone(), overrides)
         .await
         .expect("building the application");
     let port = app.port();

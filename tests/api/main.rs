@@ -8,6 +8,7 @@ mod helpers;
 mod hooks;
 mod imaging_jobs;
 mod jobs;
+mod lung_nodule;
 mod note_embeddings;
 mod outputs;
 mod persistence;

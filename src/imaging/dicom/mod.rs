@@ -45,7 +45,7 @@ pub use assemble::{
     AssembleOptions, CtVolume, SeriesWarning, assemble_ct, group_by_series, read_ct_dir,
 };
 pub use error::DicomError;
-pub use seg::{SEGMENTATION_STORAGE, SegSelection, read_seg_mask};
+pub use seg::{SEGMENTATION_STORAGE, SegSegment, SegSelection, read_seg_mask, seg_segments};
 pub use slice::CtSlice;
 
 use std::path::Path;

@@ -261,6 +261,45 @@ pub fn read_seg_mask<T: Copy>(
     Ok(mask)
 }
 
+/// One segment of a SEG instance (PS3.3 C.8.20.2, Segment Sequence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegSegment {
+    pub number: u16,
+    /// SegmentLabel (0062,0005), when present.
+    pub label: Option<String>,
+}
+
+/// The SOPInstanceUID of a SEG instance and its segments, in Segment
+/// Sequence order, without rasterising anything (callers then read each
+/// segment with [`read_seg_mask`] and [`SegSelection::Segment`]).
+pub fn seg_segments(file: &str, bytes: &[u8]) -> Result<(String, Vec<SegSegment>), DicomError> {
+    let obj = parse_guarded(file, bytes)?;
+    let h = Header { file, obj: &obj };
+    let sop_class = h.optional_str(tags::SOP_CLASS_UID).unwrap_or_default();
+    let modality = h.optional_str(tags::MODALITY).unwrap_or_default();
+    if sop_class != SEGMENTATION_STORAGE && modality != "SEG" {
+        return Err(DicomError::NotSegmentation {
+            file: file.to_owned(),
+            sop_class,
+            modality,
+        });
+    }
+    let sop_instance_uid = h.optional_str(tags::SOP_INSTANCE_UID).unwrap_or_default();
+    let segments = items(&obj, tags::SEGMENT_SEQUENCE)
+        .iter()
+        .filter_map(|it| {
+            let number = it.get(tags::SEGMENT_NUMBER)?.to_int::<u16>().ok()?;
+            let label = it
+                .get(tags::SEGMENT_LABEL)
+                .and_then(|e| e.to_str().ok())
+                .map(|s| s.trim().trim_end_matches('\0').to_owned())
+                .filter(|s| !s.is_empty());
+            Some(SegSegment { number, label })
+        })
+        .collect();
+    Ok((sop_instance_uid, segments))
+}
+
 /// The items of a sequence attribute, or none.
 fn items(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Vec<InMemDicomObject> {
     obj.get(tag)
