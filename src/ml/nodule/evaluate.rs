@@ -191,8 +191,11 @@ pub struct NoduleEvaluation {
     roc: Vec<(String, Vec<(f64, f64)>)>,
     /// `(method, [(mean predicted, observed, count)])`.
     #[serde(skip)]
-    reliability: Vec<(String, Vec<(f64, f64, usize)>)>,
+    reliability: Vec<(String, ReliabilityBins)>,
 }
+
+/// Reliability bins of one method: (mean predicted, observed rate, count).
+pub type ReliabilityBins = Vec<(f64, f64, usize)>;
 
 /// Linear-interpolated quantile of sorted values (numpy's default).
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -299,7 +302,7 @@ pub fn roc_curve(scores: &[f64], labels: &[bool]) -> Vec<(f64, f64)> {
 }
 
 /// Reliability bins: (mean predicted, observed rate, count), non-empty bins.
-pub fn reliability(probs: &[f64], labels: &[bool], bins: usize) -> Vec<(f64, f64, usize)> {
+pub fn reliability(probs: &[f64], labels: &[bool], bins: usize) -> ReliabilityBins {
     let mut acc = vec![(0.0, 0.0, 0usize); bins];
     for (p, y) in probs.iter().zip(labels) {
         let b = ((p * bins as f64) as usize).min(bins - 1);
