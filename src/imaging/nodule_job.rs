@@ -143,12 +143,7 @@ impl NoduleJob {
     }
 
     pub fn to_new_job(&self, max_attempts: i32) -> NewJob {
-        NewJob {
-            kind: JOB_KIND.to_owned(),
-            payload: serde_json::to_value(self).unwrap_or(Value::Null),
-            dedupe_key: Some(self.dedupe_key()),
-            max_attempts: max_attempts.max(1),
-        }
+        NewJob::deduplicated(JOB_KIND, self, self.dedupe_key(), max_attempts)
     }
 }
 

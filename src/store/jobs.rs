@@ -40,6 +40,24 @@ pub struct NewJob {
 }
 
 impl NewJob {
+    /// A job of `kind` whose payload is `payload` serialised, with at most
+    /// one unfinished job per `dedupe_key` and at least one attempt. A payload
+    /// that cannot be serialised is stored as `null` and fails in its handler
+    /// (payloads here are plain structs of strings and numbers).
+    pub fn deduplicated(
+        kind: &str,
+        payload: &impl Serialize,
+        dedupe_key: String,
+        max_attempts: i32,
+    ) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            payload: serde_json::to_value(payload).unwrap_or(Value::Null),
+            dedupe_key: Some(dedupe_key),
+            max_attempts: max_attempts.max(1),
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), StoreError> {
         if self.kind.trim().is_empty() {
             return Err(StoreError::InvalidRecord("job kind is empty".into()));

@@ -49,12 +49,7 @@ impl WritebackJob {
     }
 
     pub fn to_new_job(&self, max_attempts: i32) -> NewJob {
-        NewJob {
-            kind: JOB_KIND.to_owned(),
-            payload: serde_json::to_value(self).expect("a uuid serialises"),
-            dedupe_key: Some(self.dedupe_key()),
-            max_attempts,
-        }
+        NewJob::deduplicated(JOB_KIND, self, self.dedupe_key(), max_attempts)
     }
 }
 
