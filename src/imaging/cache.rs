@@ -46,7 +46,7 @@ use crate::clinical::dates;
 use crate::clinical::provenance::SourceRef;
 use crate::config::ImagingSettings;
 use crate::fhir::PatientRecord;
-use crate::store::{Enqueued, Store};
+use crate::store::{Enqueued, NewJob, Store};
 
 /// Code (in our body-composition code system) of the Observation that says
 /// where L3 is in a CT study.
@@ -376,6 +376,23 @@ impl ImagingCache {
 
     /// The configured default DICOMweb base (for ImagingStudies without an
     /// endpoint).
+    /// Puts an imaging job on the queue: its id and whether an unfinished
+    /// job with the same key was already there, or, when the queue cannot be
+    /// reached, the reason a card shows.
+    pub(super) async fn request(&self, job: &NewJob) -> Result<(Uuid, bool), String> {
+        match self.store.enqueue(job).await {
+            Ok(Enqueued::New(job_id)) => {
+                tracing::info!(%job_id, kind = %job.kind, "Imaging job enqueued");
+                Ok((job_id, false))
+            }
+            Ok(Enqueued::AlreadyQueued(job_id)) => Ok((job_id, true)),
+            Err(e) => {
+                tracing::warn!(error = %e, kind = %job.kind, "Enqueueing an imaging job failed");
+                Err("the imaging job queue is unavailable".into())
+            }
+        }
+    }
+
     pub fn default_base(&self) -> Option<&DicomWebBase> {
         self.client.default_base()
     }
@@ -456,24 +473,12 @@ impl ImagingCache {
                 },
             },
             // Missing, or measured at another L3 position (corrected since).
-            _ => match self.store.enqueue(&job.to_new_job(self.max_attempts)).await {
-                Ok(Enqueued::New(job_id)) => {
-                    tracing::info!(%job_id, "CT body-composition job enqueued");
-                    CtStatus::Queued {
-                        job_id,
-                        already_queued: false,
-                    }
-                }
-                Ok(Enqueued::AlreadyQueued(job_id)) => CtStatus::Queued {
+            _ => match self.request(&job.to_new_job(self.max_attempts)).await {
+                Ok((job_id, already_queued)) => CtStatus::Queued {
                     job_id,
-                    already_queued: true,
+                    already_queued,
                 },
-                Err(e) => {
-                    tracing::warn!(error = %e, "Enqueueing a CT body-composition job failed");
-                    CtStatus::Unavailable {
-                        reason: "the imaging job queue is unavailable".into(),
-                    }
-                }
+                Err(reason) => CtStatus::Unavailable { reason },
             },
         }
     }

@@ -56,7 +56,6 @@ use super::patch::PatchConfig;
 use crate::clinical::nodule::NoduleType;
 use crate::clinical::provenance::SourceRef;
 use crate::fhir::PatientRecord;
-use crate::store::Enqueued;
 
 /// Our code system for nodule finding codes and components.
 pub const NODULE_SYSTEM: &str = "https://oncohooks.invalid/fhir/CodeSystem/lung-nodule";
@@ -569,24 +568,12 @@ impl ImagingCache {
                     }
                 }
             },
-            None => match self.store.enqueue(&job.to_new_job(self.max_attempts)).await {
-                Ok(Enqueued::New(job_id)) => {
-                    tracing::info!(%job_id, "Lung nodule job enqueued");
-                    NoduleImagingStatus::Queued {
-                        job_id,
-                        already_queued: false,
-                    }
-                }
-                Ok(Enqueued::AlreadyQueued(job_id)) => NoduleImagingStatus::Queued {
+            None => match self.request(&job.to_new_job(self.max_attempts)).await {
+                Ok((job_id, already_queued)) => NoduleImagingStatus::Queued {
                     job_id,
-                    already_queued: true,
+                    already_queued,
                 },
-                Err(e) => {
-                    tracing::warn!(error = %e, "Enqueueing a lung nodule job failed");
-                    NoduleImagingStatus::Unavailable {
-                        reason: "the imaging job queue is unavailable".into(),
-                    }
-                }
+                Err(reason) => NoduleImagingStatus::Unavailable { reason },
             },
         }
     }
