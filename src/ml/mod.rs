@@ -8,6 +8,8 @@
 //! - [`cachexia`]: the multimodal cachexia fusion model (ensemble,
 //!   temperature scaling, conformal review gate).
 //! - [`vit`]: the AIMv2-architecture vision encoder for nodule CT patches.
+//! - [`nodule`]: the lung nodule model contract, training and evaluation.
+//! - [`metrics`]: calibration and ROC helpers shared by the evaluations.
 //!
 //! Inference is blocking CPU work: callers run it in
 //! `tokio::task::spawn_blocking` or a dedicated thread, never on an async
@@ -16,6 +18,7 @@
 pub mod bert;
 pub mod cachexia;
 mod error;
+pub mod metrics;
 pub mod nodule;
 pub mod text_encoder;
 pub mod vit;

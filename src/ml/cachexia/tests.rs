@@ -10,10 +10,11 @@ use sha2::{Digest, Sha256};
 
 use super::dataset::{self, Dataset};
 use super::ensemble::{CachexiaEnsemble, Conformal, META_FILE, fit_temperature};
-use super::evaluate::{self, auprc, ece};
+use super::evaluate::{self, auprc};
 use super::inputs::{MODALITIES, NOTES_DIM, NotesEmbedder, RawInputs};
 use super::train::{TrainOptions, train};
 use crate::features::cachexia::Modality;
+use crate::ml::metrics::ece;
 use crate::synth::{Split, SynthConfig, write_cohort};
 
 struct Fixture {

@@ -37,8 +37,8 @@ use crate::clinical::nodule::{
     BrockInput, LungRadsCategory, LungRadsInput, MayoInput, NoduleType, Size, brock, lung_rads,
     mayo,
 };
-use crate::ml::cachexia::evaluate::ece;
 use crate::ml::cachexia::plot::{Canvas, GREY, SERIES};
+use crate::ml::metrics::{ece, roc_curve};
 use crate::nodule::lidc::{MalignancyLabel, Split};
 use crate::nodule::table::{NoduleTable, Subset, TableRow};
 use crate::synth::stats::auroc;
@@ -274,31 +274,6 @@ pub fn confusion(predicted: &[bool], labels: &[bool]) -> (f64, f64, f64, f64) {
         ratio(tp, tp + fneg),
         ratio(tn, tn + fp),
     )
-}
-
-/// ROC points (FPR, TPR) from the highest score down, ties as one step.
-pub fn roc_curve(scores: &[f64], labels: &[bool]) -> Vec<(f64, f64)> {
-    let mut v: Vec<(f64, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
-    v.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let pos = v.iter().filter(|x| x.1).count().max(1) as f64;
-    let neg = v.iter().filter(|x| !x.1).count().max(1) as f64;
-    let (mut tp, mut fp) = (0.0, 0.0);
-    let mut pts = vec![(0.0, 0.0)];
-    let mut i = 0;
-    while i < v.len() {
-        let mut j = i;
-        while j < v.len() && v[j].0 == v[i].0 {
-            if v[j].1 {
-                tp += 1.0;
-            } else {
-                fp += 1.0;
-            }
-            j += 1;
-        }
-        pts.push((fp / neg, tp / pos));
-        i = j;
-    }
-    pts
 }
 
 /// Reliability bins: (mean predicted, observed rate, count), non-empty bins.
