@@ -318,6 +318,26 @@ pub enum FailureClass {
 }
 
 /// Sorts DICOMweb and DICOM errors into retryable and permanent.
+/// What the queue does with a failed imaging job: retry, give up, or — for a
+/// series that can never be measured — cache that verdict (through
+/// `cache_unmeasurable`, so later hooks say why instead of queueing again)
+/// and give up.
+pub async fn job_failure<F, Fut>(e: &DicomWebError, cache_unmeasurable: F) -> JobFailure
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), JobFailure>>,
+{
+    let message = e.to_string();
+    match classify(e) {
+        FailureClass::Retryable => JobFailure::retryable(message),
+        FailureClass::Permanent => JobFailure::permanent(message),
+        FailureClass::Unmeasurable => match cache_unmeasurable(message.clone()).await {
+            Ok(()) => JobFailure::permanent(message),
+            Err(cache) => cache,
+        },
+    }
+}
+
 pub fn classify(e: &DicomWebError) -> FailureClass {
     use FailureClass::*;
     match e {
@@ -531,15 +551,7 @@ impl BodyCompositionWorker {
     }
 
     async fn failure(&self, payload: &BodyCompositionJob, e: &DicomWebError) -> JobFailure {
-        let message = e.to_string();
-        match classify(e) {
-            FailureClass::Retryable => JobFailure::retryable(message),
-            FailureClass::Permanent => JobFailure::permanent(message),
-            FailureClass::Unmeasurable => match self.unmeasurable(payload, message.clone()).await {
-                Ok(()) => JobFailure::permanent(message),
-                Err(cache) => cache,
-            },
-        }
+        job_failure(e, |reason| self.unmeasurable(payload, reason)).await
     }
 }
 

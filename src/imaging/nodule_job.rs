@@ -44,7 +44,7 @@ use super::dicom::{
     AssembleOptions, CtVolume, SegSegment, SegSelection, read_seg_mask, seg_segments,
 };
 use super::dicomweb::{DicomUid, DicomWebBase, DicomWebClient, DicomWebError, SeriesRef, WadoPart};
-use super::jobs::{FailureClass, classify};
+use super::jobs::{FailureClass, classify, job_failure};
 use super::patch::{HuWindow, PatchConfig, extract_patch, mask_centroid};
 use crate::clinical::nodule::NoduleType;
 use crate::radiomics::{self, Features};
@@ -897,15 +897,7 @@ impl NoduleWorker {
     }
 
     async fn failure(&self, payload: &NoduleJob, e: &DicomWebError) -> JobFailure {
-        let message = e.to_string();
-        match classify(e) {
-            FailureClass::Retryable => JobFailure::retryable(message),
-            FailureClass::Permanent => JobFailure::permanent(message),
-            FailureClass::Unmeasurable => match self.unmeasurable(payload, message.clone()).await {
-                Ok(()) => JobFailure::permanent(message),
-                Err(cache) => cache,
-            },
-        }
+        job_failure(e, |reason| self.unmeasurable(payload, reason)).await
     }
 }
 
