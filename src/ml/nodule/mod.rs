@@ -12,6 +12,14 @@
 
 use serde::Serialize;
 
+pub mod classifier;
+pub mod model;
+#[cfg(test)]
+mod tests;
+pub mod train;
+
+pub use classifier::{NoduleModel, load_classifier};
+
 use crate::imaging::patch::{NodulePatch, PatchConfig, View};
 use crate::radiomics::Features;
 
