@@ -172,6 +172,56 @@ fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     candle_nn::linear(in_dim, out_dim, vb)
 }
 
+/// A linear layer of the frozen encoder. Untracked input: the layer as is.
+/// Tracked input (prompt learning): the same product through
+/// [`FrozenLinearOp`], whose backward pass computes the input's gradient
+/// only. candle's `matmul` backward also forms the weight's gradient
+/// (`xᵀ·grad`, one more GEMM as large as the forward one) and the bias's,
+/// which a frozen encoder throws away: a third of the dense work of every
+/// training step through MiniLM.
+fn dense(lin: &Linear, xs: &Tensor) -> Result<Tensor> {
+    if xs.track_op() && xs.rank() == 2 && xs.device().is_cpu() && xs.dtype() == DType::F32 {
+        xs.apply_op1(FrozenLinearOp { lin: lin.clone() })
+    } else {
+        lin.forward(xs)
+    }
+}
+
+/// `x·Wᵀ + b` with constant `W`, `b`: forward as [`Linear`], backward
+/// `grad·W` for `x` alone.
+struct FrozenLinearOp {
+    lin: Linear,
+}
+
+impl CustomOp1 for FrozenLinearOp {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let src = storage.as_slice::<f32>()?;
+        let x = match layout.contiguous_offsets() {
+            Some((start, end)) => {
+                Tensor::from_slice(&src[start..end], layout.shape(), &Device::Cpu)?
+            }
+            None => candle_core::bail!("frozen linear needs a contiguous input"),
+        };
+        let y = self.lin.forward(&x)?.contiguous()?;
+        let (st, l) = y.storage_and_layout();
+        match (&*st, l.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) => {
+                Ok((CpuStorage::F32(v[start..end].to_vec()), l.shape().clone()))
+            }
+            _ => candle_core::bail!("frozen linear: unexpected output storage"),
+        }
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        // y = x·Wᵀ + b  ⇒  ∂L/∂x = ∂L/∂y · W
+        Ok(Some(grad_res.contiguous()?.matmul(self.lin.weight())?))
+    }
+}
+
 fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
     candle_nn::layer_norm(size, eps, vb)
 }
@@ -280,7 +330,7 @@ impl Attention {
 
     /// `xs`: `(T, hidden)` packed tokens → `(T, hidden)`.
     fn forward(&self, xs: &Tensor, batch: &PackedBatch) -> Result<Tensor> {
-        let qkv = self.qkv.forward(xs)?; // (T, 3H)
+        let qkv = dense(&self.qkv, xs)?; // (T, 3H)
         // Inference on the CPU: attention per (sequence, head) on the packed
         // rows ([`PackedAttention`]). When gradients are tracked (a caller
         // training through the encoder) the padded view below, built from
@@ -294,7 +344,7 @@ impl Attention {
         } else {
             self.padded_attention(&qkv, batch)?
         };
-        let out = self.output.forward(&ctx)?;
+        let out = dense(&self.output, &ctx)?;
         norm(&self.layer_norm, &(out + xs)?)
     }
 
@@ -526,7 +576,7 @@ impl Layer {
 
     fn forward(&self, xs: &Tensor, batch: &PackedBatch) -> Result<Tensor> {
         let attn = self.attention.forward(xs, batch)?;
-        let inter = self.intermediate.forward(&attn)?;
+        let inter = dense(&self.intermediate, &attn)?;
         let inter = match self.act {
             // The rational-erf op has no backward pass; candle's own
             // `gelu_erf` does, so it runs when a gradient is tracked.
@@ -535,7 +585,7 @@ impl Layer {
             HiddenAct::GeluApproximate => inter.gelu()?,
             HiddenAct::Relu => inter.relu()?,
         };
-        let out = self.output.forward(&inter)?;
+        let out = dense(&self.output, &inter)?;
         norm(&self.layer_norm, &(out + attn)?)
     }
 }

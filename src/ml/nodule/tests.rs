@@ -486,7 +486,9 @@ fn bad_inputs_are_named_errors_and_image_only_needs_no_radiomics() {
         views: good.views.clone(),
         radiomics: Default::default(),
     };
-    let err = model.predict(&[no_radiomics.clone()]).unwrap_err();
+    let err = model
+        .predict(std::slice::from_ref(&no_radiomics))
+        .unwrap_err();
     assert!(err.to_string().contains("original_shape"), "{err}");
 
     // Image-only: the same nodule without radiomics is fine, no drivers.
