@@ -1,4 +1,10 @@
 //! `oncohooks train nodule`.
+//!
+//! Run it with `CANDLE_NUM_THREADS=1 RAYON_NUM_THREADS=1` on a shared
+//! machine: candle sizes its matrix-product pool from these (else from the
+//! cores), and on the busy 2-core machine the same run took ~5× longer
+//! with two spinning threads than with one (docs/benchmarks.md). The
+//! weights do not depend on the thread count.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -25,10 +31,10 @@ pub struct TrainNoduleArgs {
     /// `full` (CoCoOp with the radiomics meta-network) or `image-only` (CoOp).
     #[arg(long, default_value = "full")]
     pub variant: String,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub members: usize,
     /// Epochs of the main stage (CoCoOp for full, CoOp for image-only).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 4)]
     pub epochs: usize,
     /// CoOp warm-up epochs before the meta-network trains (full only).
     #[arg(long, default_value_t = 8)]

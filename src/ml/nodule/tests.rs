@@ -580,3 +580,37 @@ fn time_one_epoch_at_the_real_size() {
     train(&set, &text, &opts, None).unwrap();
     eprintln!("one member, one epoch: {:.1} s", t.elapsed().as_secs_f64());
 }
+
+/// Load time of the shipped model (run by hand: `cargo test --lib
+/// ml::nodule::tests::time_loading -- --ignored --nocapture` from the
+/// repository root, with `models/all-MiniLM-L6-v2` unpacked).
+#[test]
+#[ignore]
+fn time_loading_the_shipped_model() {
+    let dir = Path::new("cds-hooks/lung-nodule-malignancy/model");
+    let t = std::time::Instant::now();
+    let clf = super::load_classifier(dir).unwrap();
+    let load = t.elapsed().as_secs_f64();
+    let s = clf.info().patch.size;
+    let meta: ModelMeta =
+        serde_json::from_slice(&std::fs::read(dir.join(META_FILE)).unwrap()).unwrap();
+    let radiomics = crate::radiomics::Features::from_pairs(
+        meta.standardizer
+            .names
+            .iter()
+            .zip(&meta.standardizer.mean)
+            .map(|(n, m)| (n.clone(), *m))
+            .collect(),
+    );
+    let input = NoduleModelInput {
+        views: std::array::from_fn(|_| vec![0.3; s * s]),
+        radiomics,
+    };
+    let t = std::time::Instant::now();
+    let out = clf.predict(&[input]).unwrap();
+    eprintln!(
+        "load_classifier {load:.3} s; one nodule with drivers {:.3} s; p {:.3}",
+        t.elapsed().as_secs_f64(),
+        out[0].probability
+    );
+}
