@@ -177,7 +177,8 @@ pub enum NoduleCommand {
         /// Share of the 0001-0799 patients assigned to validation.
         #[arg(long, default_value_t = 0.2)]
         val_fraction: f64,
-        /// Only the first N grouped nodules (smoke runs and timing).
+        /// Only the first N grouped nodules (smoke runs and timing; the
+        /// nodules-on-scan count then covers the kept nodules only).
         #[arg(long)]
         limit: Option<usize>,
     },

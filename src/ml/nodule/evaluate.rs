@@ -191,8 +191,11 @@ pub struct NoduleEvaluation {
     roc: Vec<(String, Vec<(f64, f64)>)>,
     /// `(method, [(mean predicted, observed, count)])`.
     #[serde(skip)]
-    reliability: Vec<(String, Vec<(f64, f64, usize)>)>,
+    reliability: Vec<(String, ReliabilityBins)>,
 }
+
+/// Reliability bins of one method: (mean predicted, observed rate, count).
+pub type ReliabilityBins = Vec<(f64, f64, usize)>;
 
 /// Linear-interpolated quantile of sorted values (numpy's default).
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -299,7 +302,7 @@ pub fn roc_curve(scores: &[f64], labels: &[bool]) -> Vec<(f64, f64)> {
 }
 
 /// Reliability bins: (mean predicted, observed rate, count), non-empty bins.
-pub fn reliability(probs: &[f64], labels: &[bool], bins: usize) -> Vec<(f64, f64, usize)> {
+pub fn reliability(probs: &[f64], labels: &[bool], bins: usize) -> ReliabilityBins {
     let mut acc = vec![(0.0, 0.0, 0usize); bins];
     for (p, y) in probs.iter().zip(labels) {
         let b = ((p * bins as f64) as usize).min(bins - 1);
@@ -906,7 +909,9 @@ impl NoduleEvaluation {
              - **Nodule type**: readers' median texture rating rounded half up, 1–2 ground-glass, 3–4 part-solid, 5 solid. Part-solid solid component for Lung-RADS: half the mean diameter (no measurement exists in LIDC; the renderer's solid core has that size for a sphere).\n\
              - **Lung-RADS** benign calcification or fat (category 1): median calcification rating popcorn, laminated, solid or central, or internal structure fat. The readers' calcification rating is nearly a benign label, and the model never sees it (it is not rendered into the pixels).\n\
              - **Nodule count** (Brock): grouped LIDC nodules on the scan.\n\
-             - **Radiomics-only**: L2 logistic regression (Newton/IRLS) on the 107 standardised radiomics features, standardiser and fit on the 0001–0799 nodules only ({} rows); λ chosen on the table's validation patients ({}), chosen λ = {}, refitted on all 0001–0799 ({} Newton steps).\n",
+             - **Lung-RADS as a score**: categories 1, 2, 3, 4A, 4B, 4X ranked 1…6 (4X above 4B: a 3/4A/4B nodule with suspicious features).\n\
+             - **Radiomics-only**: L2 logistic regression (Newton/IRLS) on the 107 standardised radiomics features, standardiser and fit on the 0001–0799 nodules only ({} rows); λ chosen on the table's validation patients ({}), chosen λ = {}, refitted on all 0001–0799 ({} Newton steps). \
+             The shape features come from the readers' real masks; the intensity and texture features are computed on the **rendered** patches, whose grey levels the renderer chose from the readers' texture and internal-structure ratings, so they are not real-CT radiomics.\n",
             p.age_years,
             if p.female { "female" } else { "male" },
             p.family_history,

@@ -104,7 +104,7 @@ fn table() -> NoduleTable {
         };
         let label = match i % 7 {
             0 => MalignancyLabel::Unsure,
-            1 | 2 | 3 => MalignancyLabel::Benign,
+            1..=3 => MalignancyLabel::Benign,
             _ => MalignancyLabel::Malignant,
         };
         let y = f64::from(u8::from(label == MalignancyLabel::Malignant));
