@@ -141,6 +141,8 @@ pub enum Command {
 pub enum TrainCommand {
     /// The multimodal cachexia ensemble (docs in cds-hooks/cachexia-risk/model-card.md).
     Cachexia(crate::ml::cachexia::commands::TrainArgs),
+    /// The AutoRad-Lung nodule ensemble (cds-hooks/lung-nodule-malignancy/model-card.md).
+    Nodule(crate::ml::nodule::commands::TrainNoduleArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -479,6 +481,9 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Train(TrainCommand::Cachexia(args)) => {
             crate::ml::cachexia::commands::train_command(args)
+        }
+        Command::Train(TrainCommand::Nodule(args)) => {
+            crate::ml::nodule::commands::train_command(args)
         }
         Command::Evaluate(EvaluateCommand::Cachexia(args)) => {
             crate::ml::cachexia::commands::evaluate_command(args)

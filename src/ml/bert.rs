@@ -172,6 +172,56 @@ fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     candle_nn::linear(in_dim, out_dim, vb)
 }
 
+/// A linear layer of the frozen encoder. Untracked input: the layer as is.
+/// Tracked input (prompt learning): the same product through
+/// [`FrozenLinearOp`], whose backward pass computes the input's gradient
+/// only. candle's `matmul` backward also forms the weight's gradient
+/// (`xᵀ·grad`, one more GEMM as large as the forward one) and the bias's,
+/// which a frozen encoder throws away: a third of the dense work of every
+/// training step through MiniLM.
+fn dense(lin: &Linear, xs: &Tensor) -> Result<Tensor> {
+    if xs.track_op() && xs.rank() == 2 && xs.device().is_cpu() && xs.dtype() == DType::F32 {
+        xs.apply_op1(FrozenLinearOp { lin: lin.clone() })
+    } else {
+        lin.forward(xs)
+    }
+}
+
+/// `x·Wᵀ + b` with constant `W`, `b`: forward as [`Linear`], backward
+/// `grad·W` for `x` alone.
+struct FrozenLinearOp {
+    lin: Linear,
+}
+
+impl CustomOp1 for FrozenLinearOp {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let src = storage.as_slice::<f32>()?;
+        let x = match layout.contiguous_offsets() {
+            Some((start, end)) => {
+                Tensor::from_slice(&src[start..end], layout.shape(), &Device::Cpu)?
+            }
+            None => candle_core::bail!("frozen linear needs a contiguous input"),
+        };
+        let y = self.lin.forward(&x)?.contiguous()?;
+        let (st, l) = y.storage_and_layout();
+        match (&*st, l.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) => {
+                Ok((CpuStorage::F32(v[start..end].to_vec()), l.shape().clone()))
+            }
+            _ => candle_core::bail!("frozen linear: unexpected output storage"),
+        }
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        // y = x·Wᵀ + b  ⇒  ∂L/∂x = ∂L/∂y · W
+        Ok(Some(grad_res.contiguous()?.matmul(self.lin.weight())?))
+    }
+}
+
 fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
     candle_nn::layer_norm(size, eps, vb)
 }
@@ -211,9 +261,30 @@ impl Embeddings {
     }
 
     fn forward(&self, batch: &PackedBatch) -> Result<Tensor> {
-        let xs = (self.word.forward(&batch.ids)? + self.position.forward(&batch.positions)?)?;
+        self.forward_words(&self.word.forward(&batch.ids)?, batch)
+    }
+
+    /// From word vectors `(T, hidden)` (the rows of `word_embeddings` for
+    /// ordinary tokens, learned vectors for prompt context): adds positions
+    /// and the type-0 row, then the LayerNorm.
+    fn forward_words(&self, words: &Tensor, batch: &PackedBatch) -> Result<Tensor> {
+        let xs = (words + self.position.forward(&batch.positions)?)?;
         let xs = xs.broadcast_add(&self.token_type_0)?;
-        self.layer_norm.forward(&xs)
+        norm(&self.layer_norm, &xs)
+    }
+}
+
+/// LayerNorm that keeps the gradient when one is tracked: candle-nn's fused
+/// kernel (`ops::layer_norm`) is registered without a backward pass, so a
+/// tracked input would silently lose its gradient there; the composed
+/// version (`layer_norm_slow`, the same formula in differentiable ops) is
+/// used instead. Untracked inference keeps the fused kernel.
+fn norm(ln: &LayerNorm, xs: &Tensor) -> Result<Tensor> {
+    match ln.bias() {
+        Some(bias) if xs.track_op() => {
+            candle_nn::ops::layer_norm_slow(xs, ln.weight(), bias, ln.eps() as f32)
+        }
+        _ => ln.forward(xs),
     }
 }
 
@@ -259,7 +330,7 @@ impl Attention {
 
     /// `xs`: `(T, hidden)` packed tokens → `(T, hidden)`.
     fn forward(&self, xs: &Tensor, batch: &PackedBatch) -> Result<Tensor> {
-        let qkv = self.qkv.forward(xs)?; // (T, 3H)
+        let qkv = dense(&self.qkv, xs)?; // (T, 3H)
         // Inference on the CPU: attention per (sequence, head) on the packed
         // rows ([`PackedAttention`]). When gradients are tracked (a caller
         // training through the encoder) the padded view below, built from
@@ -273,8 +344,8 @@ impl Attention {
         } else {
             self.padded_attention(&qkv, batch)?
         };
-        let out = self.output.forward(&ctx)?;
-        self.layer_norm.forward(&(out + xs)?)
+        let out = dense(&self.output, &ctx)?;
+        norm(&self.layer_norm, &(out + xs)?)
     }
 
     /// Attention through a padded `(batch, heads, L, L)` view of the packed
@@ -304,7 +375,13 @@ impl Attention {
             None => scores,
             Some(p) => scores.broadcast_add(&p.mask)?,
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        // candle-nn's fused softmax has no backward pass: the composed one
+        // (max-shifted exp over the sum) keeps a tracked gradient.
+        let probs = if scores.track_op() {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
         let ctx = probs
             .matmul(&v)?
             .transpose(1, 2)?
@@ -499,14 +576,17 @@ impl Layer {
 
     fn forward(&self, xs: &Tensor, batch: &PackedBatch) -> Result<Tensor> {
         let attn = self.attention.forward(xs, batch)?;
-        let inter = self.intermediate.forward(&attn)?;
+        let inter = dense(&self.intermediate, &attn)?;
         let inter = match self.act {
+            // The rational-erf op has no backward pass; candle's own
+            // `gelu_erf` does, so it runs when a gradient is tracked.
+            HiddenAct::Gelu if inter.track_op() => inter.gelu_erf()?,
             HiddenAct::Gelu => gelu_erf(&inter)?,
             HiddenAct::GeluApproximate => inter.gelu()?,
             HiddenAct::Relu => inter.relu()?,
         };
-        let out = self.output.forward(&inter)?;
-        self.layer_norm.forward(&(out + attn)?)
+        let out = dense(&self.output, &inter)?;
+        norm(&self.layer_norm, &(out + attn)?)
     }
 }
 
@@ -563,6 +643,43 @@ impl BertModel {
             );
         }
         let mut xs = self.embeddings.forward(batch)?;
+        for layer in &self.layers {
+            xs = layer.forward(&xs, batch)?;
+        }
+        Ok(xs)
+    }
+
+    /// Word-piece vectors `(T, hidden)` of `ids` (the embedding table's rows,
+    /// before positions and LayerNorm): what a prompt-learning caller puts
+    /// around its learned context vectors.
+    pub fn word_embeddings(&self, ids: &Tensor) -> Result<Tensor> {
+        self.embeddings.word.forward(ids)
+    }
+
+    /// Last-layer token states `(T, hidden)` from word vectors `words`
+    /// `(T, hidden)` laid out as `batch` (its token ids are not read; its
+    /// lengths and positions are). For prompt learning (CoOp/CoCoOp, Zhou et
+    /// al. 2022): some rows are learned vectors, and when they carry a
+    /// gradient every op on the way is a differentiable candle op (padded
+    /// attention, composed softmax, LayerNorm and GELU), so the gradient
+    /// reaches them through the frozen encoder. Untracked input takes the
+    /// same fast path as [`BertModel::forward`].
+    pub fn forward_embeddings(&self, words: &Tensor, batch: &PackedBatch) -> Result<Tensor> {
+        let (t, h) = words.dims2()?;
+        if t != batch.total_tokens() || h != self.hidden_size {
+            candle_core::bail!(
+                "word vectors ({t}, {h}) for a batch of {} tokens of width {}",
+                batch.total_tokens(),
+                self.hidden_size
+            );
+        }
+        if let Some(&too_long) = batch.lens.iter().find(|&&l| l > self.max_positions) {
+            candle_core::bail!(
+                "a sequence of {too_long} tokens exceeds the {} positions of the model",
+                self.max_positions
+            );
+        }
+        let mut xs = self.embeddings.forward_words(words, batch)?;
         for layer in &self.layers {
             xs = layer.forward(&xs, batch)?;
         }
@@ -716,6 +833,134 @@ mod tests {
         // The second sequence alone gives the same bits as inside the batch.
         let alone = op(&[5], &qkv.narrow(0, 3, 5).unwrap());
         assert_eq!(alone, packed[3 * h..8 * h]);
+    }
+
+    fn tiny_model() -> BertModel {
+        let h = 16;
+        let cfg: Config = serde_json::from_value(serde_json::json!({
+            "vocab_size": 20, "hidden_size": h, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "intermediate_size": 32, "hidden_act": "gelu",
+            "max_position_embeddings": 16, "type_vocab_size": 2, "layer_norm_eps": 1e-12
+        }))
+        .unwrap();
+        let mut t = std::collections::HashMap::new();
+        let mut seed = 0u32;
+        let mut put = |name: String, shape: &[usize]| {
+            seed += 1;
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n)
+                .map(|i| {
+                    let x = (i as u32 + 1).wrapping_mul(2_654_435_761u32.wrapping_add(seed * 97));
+                    (x % 1000) as f32 / 1666.0 - 0.3
+                })
+                .collect();
+            let mut x = Tensor::from_vec(v, shape, &Device::Cpu).unwrap();
+            if name.ends_with("LayerNorm.weight") {
+                x = (x + 1.0).unwrap();
+            }
+            t.insert(name, x);
+        };
+        put("embeddings.word_embeddings.weight".into(), &[20, h]);
+        put("embeddings.position_embeddings.weight".into(), &[16, h]);
+        put("embeddings.token_type_embeddings.weight".into(), &[2, h]);
+        put("embeddings.LayerNorm.weight".into(), &[h]);
+        put("embeddings.LayerNorm.bias".into(), &[h]);
+        for l in 0..2 {
+            let p = format!("encoder.layer.{l}");
+            for n in ["query", "key", "value"] {
+                put(format!("{p}.attention.self.{n}.weight"), &[h, h]);
+                put(format!("{p}.attention.self.{n}.bias"), &[h]);
+            }
+            put(format!("{p}.attention.output.dense.weight"), &[h, h]);
+            put(format!("{p}.attention.output.dense.bias"), &[h]);
+            put(format!("{p}.attention.output.LayerNorm.weight"), &[h]);
+            put(format!("{p}.attention.output.LayerNorm.bias"), &[h]);
+            put(format!("{p}.intermediate.dense.weight"), &[32, h]);
+            put(format!("{p}.intermediate.dense.bias"), &[32]);
+            put(format!("{p}.output.dense.weight"), &[h, 32]);
+            put(format!("{p}.output.dense.bias"), &[h]);
+            put(format!("{p}.output.LayerNorm.weight"), &[h]);
+            put(format!("{p}.output.LayerNorm.bias"), &[h]);
+        }
+        BertModel::load(VarBuilder::from_tensors(t, DType::F32, &Device::Cpu), &cfg).unwrap()
+    }
+
+    /// `forward_embeddings` on the table's own word vectors is `forward`
+    /// (untracked: the packed path), and with tracked word vectors (the
+    /// differentiable path) it gives the same states and the true gradient:
+    /// the analytic one matches a central finite difference.
+    #[test]
+    fn forward_embeddings_is_forward_and_differentiable() {
+        let model = tiny_model();
+        let dev = Device::Cpu;
+        let seqs: [&[u32]; 3] = [&[1, 5, 6, 2], &[1, 7, 2], &[1, 8, 9, 10, 2]];
+        let batch = PackedBatch::new(&seqs, &dev).unwrap();
+        let words = model.word_embeddings(&batch.ids).unwrap();
+        let packed = model.forward(&batch).unwrap().to_vec2::<f32>().unwrap();
+        let same = model
+            .forward_embeddings(&words, &batch)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(packed, same);
+        let var = candle_core::Var::from_tensor(&words).unwrap();
+        let tracked = model.forward_embeddings(var.as_tensor(), &batch).unwrap();
+        assert!(tracked.track_op());
+        let worst = tracked
+            .to_vec2::<f32>()
+            .unwrap()
+            .iter()
+            .flatten()
+            .zip(packed.iter().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "tracked vs packed {worst:e}");
+        // A loss that mixes every sequence's pooled state nonlinearly.
+        let loss_of = |w: &Tensor| -> Tensor {
+            let s = model.forward_embeddings(w, &batch).unwrap();
+            let pooled = l2_normalize(&model.mean_pool(&s, &batch).unwrap()).unwrap();
+            let probe = Tensor::from_vec(
+                (0..16)
+                    .map(|i| (i as f32 * 0.37).sin())
+                    .collect::<Vec<f32>>(),
+                (16, 1),
+                &dev,
+            )
+            .unwrap();
+            pooled
+                .matmul(&probe)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        };
+        let grads = loss_of(var.as_tensor()).backward().unwrap();
+        let g = grads
+            .get(var.as_tensor())
+            .expect("gradient on the word vectors");
+        let g: Vec<Vec<f32>> = g.to_vec2().unwrap();
+        let base: Vec<Vec<f32>> = words.to_vec2().unwrap();
+        for (row, col) in [(1usize, 3usize), (5, 0), (9, 11)] {
+            let at = |eps: f32| -> f32 {
+                let mut w = base.clone();
+                w[row][col] += eps;
+                loss_of(&Tensor::new(w, &dev).unwrap()).to_scalar().unwrap()
+            };
+            let eps = 1e-2;
+            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+            let analytic = g[row][col];
+            assert!(
+                (numeric - analytic).abs() <= 0.05 * analytic.abs().max(1e-2),
+                "word ({row}, {col}): analytic {analytic} vs numeric {numeric}"
+            );
+        }
+        // Wrong widths are refused.
+        assert!(
+            model
+                .forward_embeddings(&words.narrow(0, 0, 5).unwrap(), &batch)
+                .is_err()
+        );
     }
 
     #[test]

@@ -977,17 +977,11 @@ pub struct EvaluateNoduleArgs {
     pub threads: usize,
 }
 
-/// Loads a nodule model folder. The loader is
-/// `crate::ml::nodule::load_classifier` from the model branch
-/// (`nodule-model`); until it is merged this build cannot load a model
-/// folder and says so (the baselines still run without `--model`).
+/// Loads a nodule model folder ([`super::load_classifier`]: the members,
+/// and the text encoder the model records, checked by its SHA-256).
 fn load_model(dir: &Path) -> anyhow::Result<Arc<dyn NoduleClassifier>> {
-    anyhow::bail!(
-        "cannot load {}: this build has no nodule model loader yet \
-         (crate::ml::nodule::load_classifier comes with the nodule model); \
-         run without --model for the baselines",
-        dir.display()
-    )
+    super::load_classifier(dir)
+        .with_context(|| format!("loading the nodule model in {}", dir.display()))
 }
 
 pub fn evaluate_command(args: EvaluateNoduleArgs) -> anyhow::Result<()> {

@@ -10,8 +10,16 @@
 //! the trait only, so it can be tested with any classifier and still runs
 //! (baselines only, saying so) where no model folder is installed.
 
+pub mod classifier;
+pub mod commands;
 pub mod evaluate;
 pub mod logistic;
+pub mod model;
+#[cfg(test)]
+mod tests;
+pub mod train;
+
+pub use classifier::{NoduleModel, load_classifier};
 
 use serde::Serialize;
 
