@@ -105,24 +105,37 @@ impl NoduleService {
 }
 
 /// The nodule model folder named by `service.toml` (`model = "model"`),
-/// loaded once at start-up.
-///
-/// The loader (`ml::nodule::load_classifier(dir)`) is written on the model
-/// branch; until it is merged this returns `None` and says once that no
-/// nodule model is installed, so the service answers with Brock, Mayo and
-/// Lung-RADS and every card says so. At merge: call `load_classifier(&path)`
-/// here, logging its error the same way.
+/// loaded once at start-up. A missing or unreadable model (or a missing
+/// text encoder, which the prompts need) is not fatal: the service answers
+/// with Brock, Mayo and Lung-RADS, every card says no model is installed,
+/// and the log says why once.
 pub fn load_model(def: &ServiceDefinition) -> Option<Arc<dyn NoduleClassifier>> {
-    let path = def
-        .dir
-        .as_ref()
-        .zip(def.model.as_ref())
-        .map(|(d, m)| d.join(m));
-    tracing::info!(
-        model_dir = %path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
-        "Nodule model not installed; lung nodule cards show Brock, Mayo and Lung-RADS only"
-    );
-    None
+    let (Some(dir), Some(rel)) = (def.dir.as_ref(), def.model.as_ref()) else {
+        tracing::info!(
+            "No nodule model configured; lung nodule cards show Brock, Mayo and Lung-RADS only"
+        );
+        return None;
+    };
+    let path = dir.join(rel);
+    let started = std::time::Instant::now();
+    match crate::ml::nodule::load_classifier(&path) {
+        Ok(m) => {
+            tracing::info!(
+                model = %format!("{}/{}", m.info().id, m.info().version),
+                load_ms = started.elapsed().as_secs_f64() * 1e3,
+                "Loaded the nodule model"
+            );
+            Some(m)
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                model_dir = %path.display(),
+                "Nodule model not loaded; lung nodule cards show Brock, Mayo and Lung-RADS only"
+            );
+            None
+        }
+    }
 }
 
 /// Patient-level inputs of Brock and Mayo from the FHIR record, with the

@@ -506,6 +506,125 @@ async fn nodules_are_scored_after_the_imaging_job_postgres() {
     nodules_are_scored_after_the_imaging_job(Backend::Postgres).await;
 }
 
+/// The shipped model (`cds-hooks/lung-nodule-malignancy/model`, with the
+/// text encoder from `scripts/setup-models.sh`) is what `serve` loads: the
+/// fixture's nodules get its probability, interval, conformal set and
+/// radiomics drivers, and the cards say it learned from rendered pixels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_shipped_model_scores_the_fixture_nodules() {
+    let Some(orthanc) = start_orthanc().await else {
+        return;
+    };
+    let mut files = list_files(&fixture_path("dicom/ct_nodule")).unwrap();
+    files.extend(list_files(&fixture_path("dicom/seg_nodule_lung1")).unwrap());
+    upload_folder(&orthanc, &files).await;
+    let app = spawn_app_with_overrides(
+        Backend::Sqlite,
+        |s| {
+            s.imaging.workers_in_serve = 1;
+            s.imaging.poll_interval_ms = 50;
+        },
+        ServiceOverrides::default(),
+    )
+    .await;
+    let body = pending_then_scored(&app, &hook(&orthanc.dicomweb_base()), 0).await;
+
+    let cards = body["cards"].as_array().unwrap();
+    assert_eq!(cards.len(), 2, "{body}");
+    let p = latest(&app).await;
+    assert_eq!(p.model_id, "autorad-lung", "the shipped model was loaded");
+    let r = &p.result["prediction"];
+    assert_eq!(r["status"], "scored", "{r}");
+    assert_eq!(r["model"]["trained_on_rendered_pixels"], true);
+    let mut highest: f64 = 0.0;
+    for (card, n) in cards.iter().zip(r["nodules"].as_array().unwrap()) {
+        if n["model"].is_null() {
+            // The fixture's second finding lies outside the series on
+            // purpose: its card says why and shows the baselines only.
+            assert!(n["error"].as_str().unwrap().contains("outside"), "{n}");
+            assert!(n["brock"]["probability"].as_f64().is_some(), "{n}");
+            continue;
+        }
+        let m = &n["model"];
+        let prob = m["probability"].as_f64().unwrap_or_else(|| panic!("{n}"));
+        let (lo, hi) = (
+            m["interval"][0].as_f64().unwrap(),
+            m["interval"][1].as_f64().unwrap(),
+        );
+        assert!(0.0 < prob && prob < 1.0, "{prob}");
+        assert!(lo <= hi && (0.0..=1.0).contains(&lo) && hi <= 1.0, "{m}");
+        let set = m["prediction_set"].as_array().unwrap();
+        assert!(!set.is_empty() || m["review_suggested"] == true, "{m}");
+        assert_eq!(m["review_suggested"], set.len() != 1, "the gate is the set");
+        let drivers = m["radiomics_drivers"].as_array().unwrap();
+        assert!(!drivers.is_empty(), "drivers computed by the model");
+        assert!(drivers.iter().all(|d| d["contribution"].as_f64().is_some()));
+        assert!(
+            card["source"]["label"]
+                .as_str()
+                .unwrap()
+                .contains("rendered"),
+            "{}",
+            card["source"]
+        );
+        assert!(
+            card["summary"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("model {:.0} %", prob * 100.0)),
+            "the card shows the model's probability {prob}: {card}"
+        );
+        highest = highest.max(prob);
+    }
+    assert!(highest > 0.0, "at least one nodule scored by the model");
+    assert!(
+        (p.risk.unwrap() - highest).abs() < 1e-12,
+        "risk = highest nodule"
+    );
+    app.cleanup().await;
+}
+
+/// A service folder without the model (e.g. a deployment that has not
+/// installed it): the service still answers, with the baselines, and the
+/// card says no model is installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_model_folder_the_cards_say_so_and_keep_the_baselines() {
+    let services = tempfile::tempdir().unwrap();
+    let dir = services.path().join(SERVICE);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("cds-hooks")
+            .join(SERVICE)
+            .join("service.toml"),
+        dir.join("service.toml"),
+    )
+    .unwrap();
+    let folder = services.path().to_path_buf();
+    let app = spawn_app_with_overrides(
+        Backend::Sqlite,
+        move |s| s.services.dir = folder.clone(),
+        ServiceOverrides::default(),
+    )
+    .await;
+    let mut h = fixture(HOOK);
+    h["prefetch"]["imaging"] =
+        serde_json::json!({"resourceType": "Bundle", "type": "searchset", "total": 0});
+    let body = post(&app, &h).await;
+    let card = &body["cards"][0];
+    assert!(
+        card["source"]["label"]
+            .as_str()
+            .unwrap()
+            .contains("no nodule model installed"),
+        "{card}"
+    );
+    let p = latest(&app).await;
+    assert_eq!(p.model_id, "baselines-only");
+    assert_eq!(p.model_version, "brock-mayo-lungrads");
+    app.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_patient_without_a_chest_ct_gets_a_clear_card_and_no_job() {
     let app = spawn_app_with_overrides(Backend::Sqlite, |_| {}, ServiceOverrides::default()).await;
@@ -522,18 +641,20 @@ async fn a_patient_without_a_chest_ct_gets_a_clear_card_and_no_job() {
             .starts_with("No chest CT on record"),
         "{body}"
     );
-    // Without a model the card says so.
+    // The source names the shipped model (loaded from the service folder).
     assert!(
         cards[0]["source"]["label"]
             .as_str()
             .unwrap()
-            .contains("no nodule model installed")
+            .contains("autorad-lung 1.0.0-full"),
+        "{}",
+        cards[0]["source"]
     );
     assert_eq!(app.db.count("jobs").await, 0);
     let p = latest(&app).await;
     assert_eq!(p.result["prediction"]["status"], "no_chest_ct");
-    assert_eq!(p.model_id, "baselines-only");
-    assert_eq!(p.model_version, "brock-mayo-lungrads");
+    assert_eq!(p.model_id, "autorad-lung", "the shipped model is loaded");
+    assert_eq!(p.model_version, "1.0.0-full");
     app.cleanup().await;
 }
 
