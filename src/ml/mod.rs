@@ -10,6 +10,7 @@
 //! - [`vit`]: the AIMv2-architecture vision encoder for nodule CT patches.
 //! - [`nodule`]: the lung nodule model contract, training and evaluation.
 //! - [`metrics`]: calibration and ROC helpers shared by the evaluations.
+//! - [`training`]: member seeds, snapshots and AdamW shared by the trainers.
 //!
 //! Inference is blocking CPU work: callers run it in
 //! `tokio::task::spawn_blocking` or a dedicated thread, never on an async
@@ -21,6 +22,7 @@ mod error;
 pub mod metrics;
 pub mod nodule;
 pub mod text_encoder;
+pub mod training;
 pub mod vit;
 
 pub use error::MlError;

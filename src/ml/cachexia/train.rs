@@ -5,17 +5,18 @@
 //! draw comes from a ChaCha stream, and the weights are initialised here
 //! rather than by candle's unseeded CPU generator.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{Optimizer, VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::json;
+
+use crate::ml::training::{adamw_in_name_order, member_seed, restore, snapshot};
 
 use super::dataset::{Dataset, Example};
 use super::ensemble::{
@@ -124,14 +125,6 @@ impl TrainOptions {
     }
 }
 
-/// SplitMix64: independent member seeds from one run seed.
-fn member_seed(seed: u64, member: usize) -> u64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(member as u64 + 1));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Stable binary cross-entropy on logits: mean(max(x,0) − x·y + log(1 + e^−|x|)).
 fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
     let a = logits.relu()?;
@@ -188,23 +181,6 @@ fn init_params(varmap: &VarMap, rng: &mut ChaCha8Rng) -> candle_core::Result<()>
     Ok(())
 }
 
-fn snapshot(varmap: &VarMap) -> candle_core::Result<HashMap<String, Tensor>> {
-    let data = varmap.data().lock().expect("varmap lock");
-    data.iter()
-        .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?)))
-        .collect()
-}
-
-fn restore(varmap: &VarMap, snap: &HashMap<String, Tensor>) -> candle_core::Result<()> {
-    let data = varmap.data().lock().expect("varmap lock");
-    for (k, v) in data.iter() {
-        if let Some(t) = snap.get(k) {
-            v.set(t)?;
-        }
-    }
-    Ok(())
-}
-
 struct Member {
     varmap: VarMap,
     model: CachexiaFusion,
@@ -226,22 +202,7 @@ fn train_member(
     let varmap = VarMap::new();
     let model = CachexiaFusion::load(VarBuilder::from_varmap(&varmap, DType::F32, &device), cfg)?;
     init_params(&varmap, &mut rng)?;
-    let mut vars: Vec<(String, Var)> = varmap
-        .data()
-        .lock()
-        .expect("varmap lock")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut opt = AdamW::new(
-        vars.into_iter().map(|(_, v)| v).collect(),
-        ParamsAdamW {
-            lr: opts.learning_rate,
-            weight_decay: opts.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = adamw_in_name_order(&varmap, opts.learning_rate, opts.weight_decay)?;
 
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut best = (f64::INFINITY, 0usize);

@@ -29,13 +29,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{Optimizer, VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::json;
+
+use crate::ml::training::{adamw_in_name_order, member_seed, restore, snapshot};
 
 use super::classifier::{
     CLASS_PROMPTS, FORMAT, LoadedEncoder, META_FILE, MODEL_ID, MemberMeta, ModelMeta, NoduleModel,
@@ -163,14 +165,6 @@ impl TrainOptions {
         self.vision.validate().map_err(TrainError::Options)?;
         Ok(())
     }
-}
-
-/// SplitMix64: independent member seeds from one run seed.
-pub fn member_seed(seed: u64, member: usize) -> u64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(member as u64 + 1));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Which part of 0001–0799 a patient is in.
@@ -380,23 +374,6 @@ fn init_params(varmap: &VarMap, cfg: &Config, rng: &mut ChaCha8Rng) -> candle_co
     Ok(())
 }
 
-fn restore(varmap: &VarMap, snap: &HashMap<String, Tensor>) -> candle_core::Result<()> {
-    let data = varmap.data().lock().expect("varmap lock");
-    for (k, v) in data.iter() {
-        if let Some(t) = snap.get(k) {
-            v.set(t)?;
-        }
-    }
-    Ok(())
-}
-
-fn snapshot(varmap: &VarMap) -> candle_core::Result<HashMap<String, Tensor>> {
-    let data = varmap.data().lock().expect("varmap lock");
-    data.iter()
-        .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?)))
-        .collect()
-}
-
 /// A member built from plain tensors (no gradient tracking: the fast
 /// inference path).
 fn frozen(snap: &HashMap<String, Tensor>, cfg: &Config) -> candle_core::Result<NoduleNet> {
@@ -453,22 +430,7 @@ fn train_member(
     let varmap = VarMap::new();
     let net = NoduleNet::load(VarBuilder::from_varmap(&varmap, DType::F32, &dev), cfg)?;
     init_params(&varmap, cfg, &mut rng)?;
-    let mut vars: Vec<(String, Var)> = varmap
-        .data()
-        .lock()
-        .expect("varmap lock")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut opt = AdamW::new(
-        vars.into_iter().map(|(_, v)| v).collect(),
-        ParamsAdamW {
-            lr: opts.learning_rate,
-            weight_decay: opts.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = adamw_in_name_order(&varmap, opts.learning_rate, opts.weight_decay)?;
     let val_y: Vec<bool> = val.iter().map(|r| r.y).collect();
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut best = (f64::INFINITY, 0usize, f64::NAN);
