@@ -40,15 +40,7 @@ pub fn read_seg_mask<T: Copy>(
 ) -> Result<Volume<u8>, DicomError> {
     let obj = parse_guarded(file, bytes)?;
     let h = Header { file, obj: &obj };
-    let sop_class = h.optional_str(tags::SOP_CLASS_UID).unwrap_or_default();
-    let modality = h.optional_str(tags::MODALITY).unwrap_or_default();
-    if sop_class != SEGMENTATION_STORAGE && modality != "SEG" {
-        return Err(DicomError::NotSegmentation {
-            file: file.to_owned(),
-            sop_class,
-            modality,
-        });
-    }
+    ensure_segmentation(&h)?;
     let mismatch = |detail: String| DicomError::MaskGridMismatch {
         file: file.to_owned(),
         detail,
@@ -269,21 +261,28 @@ pub struct SegSegment {
     pub label: Option<String>,
 }
 
+/// A SEG by its SOP class or, for writers that use another class UID, its
+/// modality; anything else is named in the error.
+fn ensure_segmentation(h: &Header<'_>) -> Result<(), DicomError> {
+    let sop_class = h.optional_str(tags::SOP_CLASS_UID).unwrap_or_default();
+    let modality = h.optional_str(tags::MODALITY).unwrap_or_default();
+    if sop_class != SEGMENTATION_STORAGE && modality != "SEG" {
+        return Err(DicomError::NotSegmentation {
+            file: h.file.to_owned(),
+            sop_class,
+            modality,
+        });
+    }
+    Ok(())
+}
+
 /// The SOPInstanceUID of a SEG instance and its segments, in Segment
 /// Sequence order, without rasterising anything (callers then read each
 /// segment with [`read_seg_mask`] and [`SegSelection::Segment`]).
 pub fn seg_segments(file: &str, bytes: &[u8]) -> Result<(String, Vec<SegSegment>), DicomError> {
     let obj = parse_guarded(file, bytes)?;
     let h = Header { file, obj: &obj };
-    let sop_class = h.optional_str(tags::SOP_CLASS_UID).unwrap_or_default();
-    let modality = h.optional_str(tags::MODALITY).unwrap_or_default();
-    if sop_class != SEGMENTATION_STORAGE && modality != "SEG" {
-        return Err(DicomError::NotSegmentation {
-            file: file.to_owned(),
-            sop_class,
-            modality,
-        });
-    }
+    ensure_segmentation(&h)?;
     let sop_instance_uid = h.optional_str(tags::SOP_INSTANCE_UID).unwrap_or_default();
     let segments = items(&obj, tags::SEGMENT_SEQUENCE)
         .iter()
