@@ -43,9 +43,7 @@ use super::body_composition::{
     AxialSlice, BodyComposition, ThresholdSegmenter, TissueSegmenter, body_composition,
 };
 use super::dicom::{AssembleOptions, CtVolume, DicomError};
-use super::dicomweb::{
-    BearerToken, DicomUid, DicomWebBase, DicomWebClient, DicomWebError, SeriesRef,
-};
+use super::dicomweb::{BearerToken, DicomUid, DicomWebClient, DicomWebError, SeriesRef};
 use super::nodule_job::{JOB_KIND as NODULE_JOB_KIND, NoduleWorker};
 use crate::config::ImagingSettings;
 use crate::store::jobs::{JobHandler, WorkerPoolConfig, WorkerPoolStats, run_workers};
@@ -247,11 +245,7 @@ impl BodyCompositionJob {
     /// The validated series reference (a payload is data from the database:
     /// it is checked again before anything is contacted).
     pub fn series_ref(&self) -> Result<SeriesRef, DicomWebError> {
-        Ok(SeriesRef {
-            base_url: DicomWebBase::parse(&self.dicomweb_base)?,
-            study_uid: DicomUid::parse(&self.study_uid)?,
-            series_uid: DicomUid::parse(&self.series_uid)?,
-        })
+        SeriesRef::parse(&self.dicomweb_base, &self.study_uid, &self.series_uid)
     }
 
     /// At most one unfinished job per series, pipeline version and L3
@@ -725,11 +719,8 @@ mod tests {
 
     #[test]
     fn payloads_and_results_round_trip_and_keys_follow_the_locator() {
-        let series = SeriesRef {
-            base_url: DicomWebBase::parse("http://127.0.0.1:8042/dicom-web/").unwrap(),
-            study_uid: DicomUid::parse("1.2.3").unwrap(),
-            series_uid: DicomUid::parse("1.2.3.4").unwrap(),
-        };
+        let series =
+            SeriesRef::parse("http://127.0.0.1:8042/dicom-web/", "1.2.3", "1.2.3.4").unwrap();
         let job = BodyCompositionJob::new(&series, SliceLocator::PatientZ { z_mm: -154.0 });
         let new = job.to_new_job(3);
         assert_eq!(new.kind, JOB_KIND);

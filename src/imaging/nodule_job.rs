@@ -43,7 +43,7 @@ use super::Volume;
 use super::dicom::{
     AssembleOptions, CtVolume, SegSegment, SegSelection, read_seg_mask, seg_segments,
 };
-use super::dicomweb::{DicomUid, DicomWebBase, DicomWebClient, DicomWebError, SeriesRef, WadoPart};
+use super::dicomweb::{DicomUid, DicomWebClient, DicomWebError, SeriesRef, WadoPart};
 use super::jobs::{FailureClass, classify, job_failure};
 use super::patch::{HuWindow, PatchConfig, extract_patch, mask_centroid};
 use crate::clinical::nodule::NoduleType;
@@ -112,11 +112,7 @@ pub struct NoduleJob {
 
 impl NoduleJob {
     pub fn series_ref(&self) -> Result<SeriesRef, DicomWebError> {
-        Ok(SeriesRef {
-            base_url: DicomWebBase::parse(&self.dicomweb_base)?,
-            study_uid: DicomUid::parse(&self.study_uid)?,
-            series_uid: DicomUid::parse(&self.series_uid)?,
-        })
+        SeriesRef::parse(&self.dicomweb_base, &self.study_uid, &self.series_uid)
     }
 
     /// Digest of what, besides the series, shapes the result: SEG series,

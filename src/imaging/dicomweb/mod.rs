@@ -136,6 +136,18 @@ pub struct SeriesRef {
     pub series_uid: DicomUid,
 }
 
+impl SeriesRef {
+    /// From the strings a job payload stores (data from the database: checked
+    /// again before anything is contacted).
+    pub fn parse(base_url: &str, study_uid: &str, series_uid: &str) -> Result<Self, DicomWebError> {
+        Ok(Self {
+            base_url: DicomWebBase::parse(base_url)?,
+            study_uid: DicomUid::parse(study_uid)?,
+            series_uid: DicomUid::parse(series_uid)?,
+        })
+    }
+}
+
 /// Settings for [`DicomWebClient`] (a `[dicomweb]` config section).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
