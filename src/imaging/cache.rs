@@ -376,6 +376,33 @@ impl ImagingCache {
 
     /// The configured default DICOMweb base (for ImagingStudies without an
     /// endpoint).
+    /// The cached result of a series for a pipeline version and result kind,
+    /// or, when the store cannot be read, the reason a card shows. An entry
+    /// that no longer parses counts as absent: recompute rather than trust
+    /// an entry we cannot read.
+    pub(super) async fn cached<T: serde::de::DeserializeOwned>(
+        &self,
+        series_uid: &str,
+        pipeline_version: &str,
+        kind: &str,
+    ) -> Result<Option<T>, String> {
+        let cached = self
+            .store
+            .get_imaging_result(series_uid, pipeline_version, kind)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, kind, "Imaging cache lookup failed");
+                "the imaging cache is unavailable".to_owned()
+            })?;
+        Ok(cached.and_then(|v| {
+            serde_json::from_value::<T>(v)
+                .map_err(|e| {
+                    tracing::warn!(error = %e, kind, "Unreadable imaging cache entry; analysing again")
+                })
+                .ok()
+        }))
+    }
+
     /// Puts an imaging job on the queue: its id and whether an unfinished
     /// job with the same key was already there, or, when the queue cannot be
     /// reached, the reason a card shows.
@@ -440,29 +467,13 @@ impl ImagingCache {
     }
 
     async fn lookup_or_enqueue(&self, job: &BodyCompositionJob) -> CtStatus {
-        let cached = match self
-            .store
-            .get_imaging_result(&job.series_uid, PIPELINE_VERSION, RESULT_KIND)
+        let parsed = match self
+            .cached::<BodyCompositionResult>(&job.series_uid, PIPELINE_VERSION, RESULT_KIND)
             .await
         {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "Imaging cache lookup failed; CT treated as missing");
-                return CtStatus::Unavailable {
-                    reason: "the imaging cache is unavailable".into(),
-                };
-            }
+            Ok(parsed) => parsed,
+            Err(reason) => return CtStatus::Unavailable { reason },
         };
-        let parsed = cached.and_then(|v| {
-            match serde_json::from_value::<BodyCompositionResult>(v) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    // Recompute rather than trust an entry we cannot read.
-                    tracing::warn!(error = %e, "Unreadable imaging cache entry; analysing again");
-                    None
-                }
-            }
-        });
         match parsed {
             Some(r) if r.locator == job.locator => match &r.outcome {
                 BodyCompositionOutcome::Measured { .. } => CtStatus::Used {

@@ -539,24 +539,13 @@ impl ImagingCache {
     }
 
     async fn nodules_lookup(&self, job: &NoduleJob) -> NoduleImagingStatus {
-        let cached = match self
-            .store
-            .get_imaging_result(&job.series_uid, PIPELINE_VERSION, &job.result_kind())
+        let parsed = match self
+            .cached::<NoduleImagingResult>(&job.series_uid, PIPELINE_VERSION, &job.result_kind())
             .await
         {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "Imaging cache lookup failed");
-                return NoduleImagingStatus::Unavailable {
-                    reason: "the imaging cache is unavailable".into(),
-                };
-            }
+            Ok(parsed) => parsed,
+            Err(reason) => return NoduleImagingStatus::Unavailable { reason },
         };
-        let parsed = cached.and_then(|v| {
-            serde_json::from_value::<NoduleImagingResult>(v)
-                .map_err(|e| tracing::warn!(error = %e, "Unreadable nodule cache entry; analysing again"))
-                .ok()
-        });
         match parsed {
             Some(r) => match &r.outcome {
                 NoduleImagingOutcome::Measured { .. } => NoduleImagingStatus::Ready {
