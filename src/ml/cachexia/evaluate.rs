@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::dataset::{Dataset, Example};
 use super::ensemble::CachexiaEnsemble;
 use super::inputs::{Encoded, MODALITIES, key};
-use super::plot::{Canvas, GREY, SERIES};
+use super::plot::{Canvas, GREY, SERIES, roc_canvas};
 use crate::features::cachexia::Modality;
 use crate::ml::metrics::{ece, roc_curve};
 use crate::synth::Split;
@@ -363,11 +363,7 @@ impl Evaluation {
             serde_json::to_string_pretty(self).map_err(std::io::Error::other)? + "\n",
         )?;
 
-        let mut roc = Canvas::unit_square(400);
-        roc.line((0.0, 0.0), (1.0, 1.0), GREY, 1);
-        for (i, (_, pts)) in self.roc.iter().enumerate() {
-            roc.polyline(pts, SERIES[i % SERIES.len()].0, 2);
-        }
+        let mut roc = roc_canvas(&self.roc);
         for (i, (_, p)) in self.classic_points.iter().enumerate() {
             roc.marker(*p, SERIES[(4 + i) % SERIES.len()].0, 4);
         }

@@ -103,6 +103,18 @@ impl Canvas {
     }
 }
 
+/// The ROC panel of both evaluation reports: the chance diagonal, then one
+/// curve per method (false-positive rate → true-positive rate) in the
+/// [`SERIES`] colours, in order.
+pub fn roc_canvas(curves: &[(String, Vec<(f64, f64)>)]) -> Canvas {
+    let mut roc = Canvas::unit_square(400);
+    roc.line((0.0, 0.0), (1.0, 1.0), GREY, 1);
+    for (i, (_, pts)) in curves.iter().enumerate() {
+        roc.polyline(pts, SERIES[i % SERIES.len()].0, 2);
+    }
+    roc
+}
+
 /// PNG bytes of 8-bit pixels, row-major: `channels` 1 (greyscale, colour
 /// type 0) or 3 (RGB, colour type 2); filter 0 on every row (PNG 1.2 §4.1.3,
 /// §6). Also used by the review app for the nodule's CT patch.

@@ -37,7 +37,7 @@ use crate::clinical::nodule::{
     BrockInput, LungRadsCategory, LungRadsInput, MayoInput, NoduleType, Size, brock, lung_rads,
     mayo,
 };
-use crate::ml::cachexia::plot::{Canvas, GREY, SERIES};
+use crate::ml::cachexia::plot::{Canvas, GREY, SERIES, roc_canvas};
 use crate::ml::metrics::{ece, roc_curve};
 use crate::nodule::lidc::{MalignancyLabel, Split};
 use crate::nodule::table::{NoduleTable, Subset, TableRow};
@@ -744,11 +744,7 @@ impl NoduleEvaluation {
             dir.join("metrics.json"),
             serde_json::to_string_pretty(self).map_err(std::io::Error::other)? + "\n",
         )?;
-        let mut roc = Canvas::unit_square(400);
-        roc.line((0.0, 0.0), (1.0, 1.0), GREY, 1);
-        for (i, (_, pts)) in self.roc.iter().enumerate() {
-            roc.polyline(pts, SERIES[i % SERIES.len()].0, 2);
-        }
+        let roc = roc_canvas(&self.roc);
         std::fs::write(dir.join("roc.png"), roc.png()?)?;
         let mut cal = Canvas::unit_square(400);
         cal.line((0.0, 0.0), (1.0, 1.0), GREY, 1);
