@@ -274,18 +274,9 @@ impl Embeddings {
     }
 }
 
-/// LayerNorm that keeps the gradient when one is tracked: candle-nn's fused
-/// kernel (`ops::layer_norm`) is registered without a backward pass, so a
-/// tracked input would silently lose its gradient there; the composed
-/// version (`layer_norm_slow`, the same formula in differentiable ops) is
-/// used instead. Untracked inference keeps the fused kernel.
+/// LayerNorm that keeps a tracked gradient ([`super::ops::layer_norm`]).
 fn norm(ln: &LayerNorm, xs: &Tensor) -> Result<Tensor> {
-    match ln.bias() {
-        Some(bias) if xs.track_op() => {
-            candle_nn::ops::layer_norm_slow(xs, ln.weight(), bias, ln.eps() as f32)
-        }
-        _ => ln.forward(xs),
-    }
+    super::ops::layer_norm(ln, xs)
 }
 
 /// Multi-head self-attention plus its output projection and residual
@@ -375,13 +366,9 @@ impl Attention {
             None => scores,
             Some(p) => scores.broadcast_add(&p.mask)?,
         };
-        // candle-nn's fused softmax has no backward pass: the composed one
-        // (max-shifted exp over the sum) keeps a tracked gradient.
-        let probs = if scores.track_op() {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
-        };
+        // The fused softmax has no backward pass; `ops` picks the composed
+        // one when a gradient is tracked.
+        let probs = super::ops::softmax_last_dim(&scores)?;
         let ctx = probs
             .matmul(&v)?
             .transpose(1, 2)?
@@ -578,10 +565,9 @@ impl Layer {
         let attn = self.attention.forward(xs, batch)?;
         let inter = dense(&self.intermediate, &attn)?;
         let inter = match self.act {
-            // The rational-erf op has no backward pass; candle's own
-            // `gelu_erf` does, so it runs when a gradient is tracked.
-            HiddenAct::Gelu if inter.track_op() => inter.gelu_erf()?,
-            HiddenAct::Gelu => gelu_erf(&inter)?,
+            // The rational-erf op has no backward pass; `ops` runs
+            // candle's own `gelu_erf` when a gradient is tracked.
+            HiddenAct::Gelu => super::ops::gelu_erf(&inter)?,
             HiddenAct::GeluApproximate => inter.gelu()?,
             HiddenAct::Relu => inter.relu()?,
         };

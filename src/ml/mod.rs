@@ -10,6 +10,8 @@
 //! - [`vit`]: the AIMv2-architecture vision encoder for nodule CT patches.
 //! - [`nodule`]: the lung nodule model contract, training and evaluation.
 //! - [`metrics`]: calibration and ROC helpers shared by the evaluations.
+//! - [`ops`]: LayerNorm, softmax and GELU that keep a tracked gradient
+//!   (candle-nn's fused kernels have no backward pass).
 //! - [`training`]: member seeds, snapshots and AdamW shared by the trainers.
 //!
 //! Inference is blocking CPU work: callers run it in
@@ -21,6 +23,7 @@ pub mod cachexia;
 mod error;
 pub mod metrics;
 pub mod nodule;
+pub mod ops;
 pub mod text_encoder;
 pub mod training;
 pub mod vit;

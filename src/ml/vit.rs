@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{D, DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, RmsNorm, VarBuilder, linear_b};
 use serde::{Deserialize, Serialize};
 
@@ -272,12 +272,9 @@ impl Attention {
         let v = qkv.get(2)?.contiguous()?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let att = (q.matmul(&k.t()?)? * scale)?;
-        // The fused softmax has no backward pass; the composed one does.
-        let att = if att.track_op() {
-            candle_nn::ops::softmax(&att, D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&att)?
-        };
+        // The fused softmax has no backward pass; `ops` picks the composed
+        // one when a gradient is tracked.
+        let att = super::ops::softmax_last_dim(&att)?;
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, n, d))?;
         self.proj.forward(&y)
     }

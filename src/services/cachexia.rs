@@ -537,10 +537,14 @@ impl CachexiaService {
                 missing.join("; ")
             );
         }
+        // Near 0 or 1 the sigmoid is flat and no single input moves the risk
+        // by much; the ranking still says what the estimate rests on, so the
+        // factors are shown down to what one decimal can show, and the card
+        // says when none reaches half a point.
         let top: Vec<String> = p
             .factors
             .iter()
-            .filter(|f| f.delta_pp.abs() >= 0.5)
+            .filter(|f| f.delta_pp.abs() >= 0.05)
             .take(5)
             .map(|f| {
                 format!(
@@ -552,10 +556,16 @@ impl CachexiaService {
             })
             .collect();
         if !top.is_empty() {
+            let flat = p.factors.iter().all(|f| f.delta_pp.abs() < 0.5);
             let _ = writeln!(
                 md,
-                "- Top factors (computed by the model: change in risk when the input is replaced by “missing”): {}.",
-                top.join("; ")
+                "- Top factors (computed by the model: change in risk when the input is replaced by “missing”): {}.{}",
+                top.join("; "),
+                if flat {
+                    " No single input moves this estimate by half a point."
+                } else {
+                    ""
+                }
             );
         }
         md.push('\n');

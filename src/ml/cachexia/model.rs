@@ -9,11 +9,12 @@
 //! `forward`. Tensor names follow `vb.pp(...)` so the safetensors written by
 //! training load back unchanged.
 
-use candle_core::{D, DType, Module, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp1, D, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder, layer_norm, linear};
 use serde::{Deserialize, Serialize};
 
 use super::inputs::{MODALITIES, ModalityBatch, key};
+use crate::ml::ops;
 
 /// Model size and the input width of every modality encoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,7 +65,7 @@ impl ModalityEncoder {
 
     /// `x`: (B, in), `present`: (B, 1) of 0/1 → (B, d).
     fn forward(&self, x: &Tensor, present: &Tensor) -> Result<Tensor> {
-        let h = self.fc2.forward(&self.fc1.forward(x)?.gelu_erf()?)?;
+        let h = self.fc2.forward(&ops::gelu_erf(&self.fc1.forward(x)?)?)?;
         let absent = present.affine(-1.0, 1.0)?;
         let missing = self.missing.unsqueeze(0)?;
         let token = (h.broadcast_mul(present)? + absent.broadcast_mul(&missing)?)?;
@@ -91,9 +92,15 @@ impl Attention {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
-        let qkv = self
-            .qkv
-            .forward(x)?
+        let qkv = self.qkv.forward(x)?;
+        if !qkv.track_op() && qkv.device().is_cpu() && qkv.dtype() == DType::F32 {
+            let y = qkv.contiguous()?.apply_op1_no_bwd(&TokenAttention {
+                n_heads: self.n_heads,
+                head_dim: self.head_dim,
+            })?;
+            return self.out.forward(&y);
+        }
+        let qkv = qkv
             .reshape((b, t, 3, self.n_heads, self.head_dim))?
             .permute((2, 0, 3, 1, 4))?; // (3, B, H, T, hd)
         let q = qkv.get(0)?;
@@ -108,10 +115,75 @@ impl Attention {
             .broadcast_mul(&k.unsqueeze(2)?)?
             .sum(D::Minus1)?
             * scale)?; // (B, H, T, T)
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let att = ops::softmax_last_dim(&att)?;
         let y = att.unsqueeze(4)?.broadcast_mul(&v.unsqueeze(2)?)?.sum(3)?; // (B, H, T, hd)
         let y = y.transpose(1, 2)?.contiguous()?.reshape((b, t, d))?;
         self.out.forward(&y)
+    }
+}
+
+/// Scaled dot-product attention over a handful of tokens, as one CPU op for
+/// inference: `qkv` (B, T, 3·d) as the `qkv` projection lays it out
+/// (`[q | k | v]`, each head's `head_dim` values contiguous) → (B, T, d),
+/// heads side by side as in the composed path. With six tokens the composed
+/// path is mostly allocation and broadcasting of (B, H, T, T, hd) products;
+/// this loop does the same arithmetic in registers. No backward pass: the
+/// composed path runs whenever a gradient is tracked.
+struct TokenAttention {
+    n_heads: usize,
+    head_dim: usize,
+}
+
+impl CustomOp1 for TokenAttention {
+    fn name(&self) -> &'static str {
+        "token-attention"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, t, three_d) = layout.shape().dims3()?;
+        let (h, hd) = (self.n_heads, self.head_dim);
+        let d = h * hd;
+        if three_d != 3 * d {
+            candle_core::bail!("token attention: last axis {three_d} is not 3 × {d}");
+        }
+        let src = match layout.contiguous_offsets() {
+            Some((start, end)) => &storage.as_slice::<f32>()?[start..end],
+            None => candle_core::bail!("token attention needs a contiguous input"),
+        };
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut dst = vec![0f32; b * t * d];
+        let mut p = vec![0f32; t];
+        for (rows, out) in src
+            .chunks_exact(t * three_d)
+            .zip(dst.chunks_exact_mut(t * d))
+        {
+            for head in 0..h {
+                let (qo, ko, vo) = (head * hd, d + head * hd, 2 * d + head * hd);
+                for i in 0..t {
+                    let q = &rows[i * three_d + qo..][..hd];
+                    let mut max = f32::NEG_INFINITY;
+                    for (j, pj) in p.iter_mut().enumerate() {
+                        let k = &rows[j * three_d + ko..][..hd];
+                        *pj = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                        max = max.max(*pj);
+                    }
+                    let mut sum = 0f32;
+                    for pj in p.iter_mut() {
+                        *pj = (*pj - max).exp();
+                        sum += *pj;
+                    }
+                    let y = &mut out[i * d + head * hd..][..hd];
+                    for (j, pj) in p.iter().enumerate() {
+                        let w = pj / sum;
+                        let v = &rows[j * three_d + vo..][..hd];
+                        for (y, v) in y.iter_mut().zip(v) {
+                            *y += w * v;
+                        }
+                    }
+                }
+            }
+        }
+        Ok((CpuStorage::F32(dst), Shape::from((b, t, d))))
     }
 }
 
@@ -135,10 +207,11 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.ln1.forward(x)?)?)?;
-        let h = self
-            .ff2
-            .forward(&self.ff1.forward(&self.ln2.forward(&x)?)?.gelu_erf()?)?;
+        // `ops` keeps the gradient through LayerNorm and GELU while
+        // training; candle-nn's fused LayerNorm would drop it.
+        let x = (x + self.attn.forward(&ops::layer_norm(&self.ln1, x)?)?)?;
+        let h = self.ff1.forward(&ops::layer_norm(&self.ln2, &x)?)?;
+        let h = self.ff2.forward(&ops::gelu_erf(&h)?)?;
         x + h
     }
 }
@@ -190,7 +263,7 @@ impl CachexiaFusion {
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
-        let cls = self.ln_f.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
+        let cls = ops::layer_norm(&self.ln_f, &x.narrow(1, 0, 1)?.squeeze(1)?)?;
         self.head.forward(&cls)?.squeeze(D::Minus1)
     }
 }

@@ -113,7 +113,11 @@ fn tiny_cohort_trains_and_evaluates_and_same_seed_gives_identical_files() {
 
     // Loads from disk; the loaded model predicts what was evaluated.
     let model = CachexiaEnsemble::load(&a).unwrap();
-    assert!(model.version().starts_with("1.0.0+"));
+    assert!(
+        model
+            .version()
+            .starts_with(&format!("{}+", super::train::MODEL_VERSION))
+    );
     assert!(!model.meta.uses(Modality::Notes), "no embedder, no notes");
     let eval = evaluate::evaluate(&model, &ds).unwrap();
     let test_n = ds.split(Split::Test).len();
@@ -326,4 +330,102 @@ fn inputs_from_a_demographics_only_record_have_only_the_clinical_modality() {
     // CRP 24 mg/L is read on the log scale; a missing CRP stays missing.
     assert!((full.continuous[1][1] - 24f64.ln()).abs() < 1e-9);
     assert!(raw.continuous[1][1].is_nan());
+}
+
+/// Four patients with different modalities present, inputs from a fixed
+/// formula.
+fn mixed_batch(device: &candle_core::Device) -> super::inputs::ModalityBatch {
+    use super::inputs::{Encoded, ModalityBatch, input_dims};
+    let presence = [
+        [true; 5],
+        [true, false, true, true, false],
+        [true, false, false, false, false],
+        [false, true, true, false, true],
+    ];
+    let rows: Vec<Encoded> = presence
+        .iter()
+        .enumerate()
+        .map(|(r, present)| Encoded {
+            x: input_dims().map(|dim| {
+                (0..dim)
+                    .map(|i| ((r * 31 + i * 7) % 13) as f32 / 6.5 - 1.0)
+                    .collect()
+            }),
+            present: *present,
+        })
+        .collect();
+    ModalityBatch::new(&rows.iter().collect::<Vec<_>>(), device).unwrap()
+}
+
+/// Training must reach every parameter: candle-nn's fused LayerNorm and
+/// softmax have no backward pass, and a model built on them trains only its
+/// residual path (the attention's query/key weights and every LayerNorm
+/// would keep their initial values). The same weights loaded for inference
+/// (fused kernels, the token-attention op) give the same logits.
+#[test]
+fn every_parameter_gets_a_gradient_and_inference_matches_training() {
+    use super::inputs::input_dims;
+    use super::model::{CachexiaFusion, Config};
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{VarBuilder, VarMap};
+    use rand::SeedableRng;
+
+    let dev = Device::Cpu;
+    let cfg = Config {
+        d_model: 8,
+        n_heads: 2,
+        n_layers: 2,
+        d_ff: 16,
+        input_dims: input_dims(),
+    };
+    let varmap = VarMap::new();
+    let model =
+        CachexiaFusion::load(VarBuilder::from_varmap(&varmap, DType::F32, &dev), &cfg).unwrap();
+    super::train::init_params(&varmap, &mut rand_chacha::ChaCha8Rng::seed_from_u64(3)).unwrap();
+    let batch = mixed_batch(&dev);
+    let logits = model.forward(&batch).unwrap();
+    assert!(logits.track_op());
+    let weights = Tensor::new(&[1f32, -0.5, 2.0, 0.7], &dev).unwrap();
+    let grads = (&logits * weights)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let data = varmap.data().lock().unwrap();
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in &names {
+        let g = grads
+            .get(data[*name].as_tensor())
+            .unwrap_or_else(|| panic!("{name} gets no gradient"));
+        let size = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(size > 0.0, "{name} has a zero gradient");
+    }
+    let tensors = names
+        .iter()
+        .map(|n| ((*n).clone(), data[*n].as_tensor().detach()))
+        .collect();
+    let frozen =
+        CachexiaFusion::load(VarBuilder::from_tensors(tensors, DType::F32, &dev), &cfg).unwrap();
+    let inferred = frozen.forward(&batch).unwrap();
+    assert!(!inferred.track_op());
+    let diff = (inferred - logits.detach())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        diff < 1e-5,
+        "inference differs from the training path by {diff}"
+    );
 }

@@ -29,7 +29,11 @@ use crate::features::cachexia::Modality;
 use crate::synth::Split;
 
 /// Semantic version of the method (architecture + training recipe).
-pub const MODEL_VERSION: &str = "1.0.0";
+/// 1.1.0: training reaches every parameter (`ml::ops`); 1.0.0 trained
+/// through candle-nn's fused LayerNorm and softmax, which have no backward
+/// pass, so attention query/key weights and LayerNorms kept their initial
+/// values.
+pub const MODEL_VERSION: &str = "1.1.0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -154,7 +158,7 @@ pub fn bce(probs_or_logits: &[f64], labels: &[bool], logits: bool) -> f64 {
 /// Initialise every parameter from `rng`, in name order: linear weights
 /// U(±1/√fan_in) (PyTorch's default), linear biases 0, LayerNorm 1/0,
 /// tokens N(0, 0.1²).
-fn init_params(varmap: &VarMap, rng: &mut ChaCha8Rng) -> candle_core::Result<()> {
+pub(super) fn init_params(varmap: &VarMap, rng: &mut ChaCha8Rng) -> candle_core::Result<()> {
     let data = varmap.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
