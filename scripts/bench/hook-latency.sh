@@ -6,6 +6,7 @@
 #   scripts/bench/hook-latency.sh [--backend postgres|sqlite] [--connections 32]
 #                                 [--threads 2] [--duration 30s] [--body FILE]
 #                                 [--new-notes N] [--perf FILE]
+#   ONCOHOOKS_BIN=path/to/oncohooks scripts/bench/hook-latency.sh ...   # skip the release build
 #
 # After the measured run it prints the CPU time per hook of the server, of
 # PostgreSQL's processes and of everything else (from /proc), so a change can
@@ -41,8 +42,14 @@ done
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oncohooks/target}"
-cargo build --release --locked --bin oncohooks
-BIN="$CARGO_TARGET_DIR/release/oncohooks"
+# ONCOHOOKS_BIN: measure that binary instead of building the release one
+# (e.g. a profile before a long LTO build; not for recorded figures).
+if [ -n "${ONCOHOOKS_BIN:-}" ]; then
+  BIN="$ONCOHOOKS_BIN"
+else
+  cargo build --release --locked --bin oncohooks
+  BIN="$CARGO_TARGET_DIR/release/oncohooks"
+fi
 
 work=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

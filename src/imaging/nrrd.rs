@@ -912,7 +912,7 @@ fn decode<T: Copy + Default + Send>(
         Encoding::Raw => std::borrow::Cow::Borrowed(raw_samples(path, bytes, h)?),
         _ => std::borrow::Cow::Owned(gunzip(path, bytes, h, needed)?),
     };
-    Ok(convert_region(h, &data, region, map))
+    Ok(convert_region(h, &*data, region, map))
 }
 
 /// The raw sample bytes of an uncompressed file (all of them, checked).
@@ -1001,7 +1001,12 @@ pub fn read_nrrd_f32_cropped<E: From<NrrdError>>(
 ) -> Result<Volume<f32>, E> {
     let h = read_nrrd_header(path)?;
     let (bytes, region) = std::thread::scope(|s| {
-        let reader = s.spawn(|| read_file(path));
+        let reader = s.spawn(|| {
+            pages::map_file(path).map_err(|source| NrrdError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        });
         let region = region_of(&h);
         let bytes = reader
             .join()
@@ -1033,7 +1038,7 @@ fn gunzip_two_cores(
     bytes: &mut [u8],
     h: &NrrdHeader,
     region: &[Range<usize>; 3],
-) -> Option<Vec<u8>> {
+) -> Option<SkippedPrefix> {
     if h.encoding != Encoding::Gzip {
         return None;
     }
@@ -1046,16 +1051,39 @@ fn gunzip_two_cores(
         return None;
     }
     let offset = bytes.len() - skip_lines(&bytes[h.data_offset..], h.line_skip).len();
-    let mut out = inflate::inflate_prefix(&mut bytes[offset..], skip + needed, skip + total)?;
-    out.drain(..skip);
-    Some(out)
+    let prefix = inflate::inflate_prefix(&mut bytes[offset..], skip + needed, skip + total)?;
+    Some(SkippedPrefix { prefix, skip })
+}
+
+/// Sample bytes of a volume from its first slice on, as [`fill`] reads them
+/// row by row: one buffer, or an inflated prefix in two pieces.
+trait SampleBytes: Sync {
+    fn bytes(&self, start: usize, len: usize) -> std::borrow::Cow<'_, [u8]>;
+}
+
+impl SampleBytes for [u8] {
+    fn bytes(&self, start: usize, len: usize) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self[start..start + len])
+    }
+}
+
+/// A two-core prefix after the header's `byte skip`.
+struct SkippedPrefix {
+    prefix: inflate::Prefix,
+    skip: usize,
+}
+
+impl SampleBytes for SkippedPrefix {
+    fn bytes(&self, start: usize, len: usize) -> std::borrow::Cow<'_, [u8]> {
+        self.prefix.get(self.skip + start, len)
+    }
 }
 
 /// Converts the samples of `region` (`data` starts at the first slice of the
 /// volume) with one monomorphised loop per sample type and byte order.
 fn convert_region<T: Copy + Default + Send>(
     h: &NrrdHeader,
-    data: &[u8],
+    data: &(impl SampleBytes + ?Sized),
     region: [Range<usize>; 3],
     map: impl Fn(f64) -> T + Sync,
 ) -> Volume<T> {
@@ -1087,7 +1115,7 @@ fn convert_region<T: Copy + Default + Send>(
 
 fn fill<T: Copy + Default + Send, const N: usize>(
     h: &NrrdHeader,
-    data: &[u8],
+    data: &(impl SampleBytes + ?Sized),
     region: &[Range<usize>; 3],
     read: impl Fn([u8; N]) -> f64 + Sync,
     map: &(impl Fn(f64) -> T + Sync),
@@ -1106,7 +1134,7 @@ fn fill<T: Copy + Default + Send, const N: usize>(
             for (yi, row) in slice.chunks_mut(row_len).enumerate() {
                 let y = region[1].start + yi;
                 let start = ((z * ny + y) * nx + region[0].start) * N;
-                let src = &data[start..start + row_len * N];
+                let src = data.bytes(start, row_len * N);
                 for (o, b) in row.iter_mut().zip(src.chunks_exact(N)) {
                     let mut a = [0u8; N];
                     a.copy_from_slice(b);
