@@ -579,6 +579,18 @@ fn symbols_body<T: Cell>(
             }
         };
     }
+    // Writes the literal of entry `$e` and consumes its code.
+    macro_rules! literal {
+        ($e:expr) => {
+            // SAFETY: p ≤ limit + 1 at every use (checked against `limit`
+            // before each group of at most two), and out has MAX_MATCH cells
+            // past limit.
+            unsafe { *base.add(p) = T::byte(($e >> 16) as u8) };
+            p += 1;
+            buf >>= $e & 15;
+            cnt -= $e & 15;
+        };
+    }
     // Invariant at the top of the loop: at least 56 bits are buffered and
     // `e` is the table entry for the next code (looked up with at least
     // LIT_BITS real bits, so a refill does not change it).
@@ -590,18 +602,10 @@ fn symbols_body<T: Cell>(
         }
         if e & KIND == 0 {
             // Up to two literals, then a refill (≥ 56 − 2·11 bits left).
-            // SAFETY: p < limit, and out has MAX_MATCH cells past limit.
-            unsafe { *base.add(p) = T::byte((e >> 16) as u8) };
-            p += 1;
-            buf >>= e & 15;
-            cnt -= e & 15;
+            literal!(e);
             e = lt[(buf & lit_mask) as usize];
             if e & KIND == 0 {
-                // SAFETY: p ≤ limit, as above.
-                unsafe { *base.add(p) = T::byte((e >> 16) as u8) };
-                p += 1;
-                buf >>= e & 15;
-                cnt -= e & 15;
+                literal!(e);
                 e = lt[(buf & lit_mask) as usize];
             }
             refill!();
@@ -614,11 +618,7 @@ fn symbols_body<T: Cell>(
                 };
                 e = lit_info(sym) | len;
                 if e & KIND == 0 {
-                    // SAFETY: as above.
-                    unsafe { *base.add(p) = T::byte((e >> 16) as u8) };
-                    p += 1;
-                    buf >>= e & 15;
-                    cnt -= e & 15;
+                    literal!(e);
                     refill!();
                     e = lt[(buf & lit_mask) as usize];
                     continue;

@@ -42,6 +42,18 @@ pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Largest absolute difference between two tensors of one shape (tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_dtype(candle_core::DType::F32))
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("tensors of one shape")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,14 +82,7 @@ mod tests {
             let fused = f(&ln, &data).unwrap();
             let tracked = f(&ln, var.as_tensor()).unwrap();
             assert!(tracked.track_op());
-            let diff = (fused - &tracked)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&fused, &tracked);
             assert!(diff < 1e-5, "paths differ by {diff}");
             // A non-constant weighting: the sum of a softmax or of a
             // normalised row would have a zero gradient by construction.

@@ -416,14 +416,7 @@ fn every_parameter_gets_a_gradient_and_inference_matches_training() {
         CachexiaFusion::load(VarBuilder::from_tensors(tensors, DType::F32, &dev), &cfg).unwrap();
     let inferred = frozen.forward(&batch).unwrap();
     assert!(!inferred.track_op());
-    let diff = (inferred - logits.detach())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = crate::ml::ops::max_abs_diff(&inferred, &logits);
     assert!(
         diff < 1e-5,
         "inference differs from the training path by {diff}"
