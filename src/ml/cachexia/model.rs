@@ -146,6 +146,9 @@ impl CustomOp1 for TokenAttention {
         if three_d != 3 * d {
             candle_core::bail!("token attention: last axis {three_d} is not 3 × {d}");
         }
+        if b == 0 || t == 0 || d == 0 {
+            return Ok((CpuStorage::F32(Vec::new()), Shape::from((b, t, d))));
+        }
         let src = match layout.contiguous_offsets() {
             Some((start, end)) => &storage.as_slice::<f32>()?[start..end],
             None => candle_core::bail!("token attention needs a contiguous input"),
