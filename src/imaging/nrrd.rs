@@ -987,8 +987,9 @@ fn gunzip(path: &Path, bytes: &[u8], h: &NrrdHeader, needed: usize) -> Result<Ve
 }
 
 /// Reads the region of an image that another computation decides — typically
-/// the bounding box of a mask. The image file is read on a second thread while
-/// `region_of` runs on this one; then only the gzip stream up to the region's
+/// the bounding box of a mask. The image file is mapped
+/// ([`pages::map_file`]) on a second thread while `region_of` runs on this
+/// one; then only the gzip stream up to the region's
 /// last slice is inflated and only the region's samples are converted.
 ///
 /// Measured on the whole chest CTs of the radiomics benchmark (512² × 48/61,

@@ -90,7 +90,11 @@ pub fn map_file(path: &std::path::Path) -> std::io::Result<FileBytes> {
         // file. If another process changed the file while we read it, we
         // would see a mix of old and new bytes, as a torn `read()` would;
         // the caller treats the bytes as untrusted input either way (every
-        // decode is bounds- and format-checked).
+        // decode is bounds- and format-checked). If it truncated the file,
+        // touching a page past the new end raises SIGBUS and ends the
+        // process: acceptable for the one caller, the `oncohooks radiomics`
+        // CLI (`nrrd::read_nrrd_f32_cropped`); the server reads no files
+        // this way.
         let mapped = unsafe {
             memmap2::MmapOptions::new()
                 .populate()
