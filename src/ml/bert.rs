@@ -12,7 +12,7 @@
 //! norms: ~95% of the FLOPs at these lengths) runs on the `T` real tokens of
 //! the batch stacked into one `(T, hidden)` matrix, one GEMM per layer; the
 //! attention itself runs per (sequence, head) on the packed rows
-//! ([`PackedAttention`]), so no padding exists anywhere at inference (when
+//! (`PackedAttention`), so no padding exists anywhere at inference (when
 //! gradients are tracked, a padded `(batch, heads, L, L)` view of candle
 //! ops, masked as in Hugging Face's `get_extended_attention_mask`, is used
 //! instead). The arithmetic per real token is the same

@@ -3,7 +3,7 @@
 //!
 //! The filter → SQL translation is shared by both backends; only a few
 //! expressions differ (JSON to text, timestamp to date), and each backend
-//! binds [`Arg`]s with its own types (PostgreSQL `timestamptz`, SQLite
+//! binds `Arg`s with its own types (PostgreSQL `timestamptz`, SQLite
 //! fixed-width text).
 
 use chrono::{DateTime, NaiveDate, Utc};

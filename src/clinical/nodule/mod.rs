@@ -1,11 +1,11 @@
 //! Clinical baselines for a pulmonary nodule, computed deterministically and
 //! always shown beside the nodule malignancy model (issue 5):
 //!
-//! - [`brock`]: the Brock University / PanCan model (McWilliams et al., NEJM
+//! - [`brock`](mod@brock): the Brock University / PanCan model (McWilliams et al., NEJM
 //!   2013;369:910-9), full model with spiculation.
-//! - [`mayo`]: the Mayo Clinic model (Swensen et al., Arch Intern Med
+//! - [`mayo`](mod@mayo): the Mayo Clinic model (Swensen et al., Arch Intern Med
 //!   1997;157:849-55).
-//! - [`lung_rads`]: the ACR Lung-RADS v2022 category of one nodule on a
+//! - [`lung_rads`](mod@lung_rads): the ACR Lung-RADS v2022 category of one nodule on a
 //!   baseline screening CT.
 //!
 //! All three are pure functions of explicit inputs. Inputs outside the domain

@@ -26,7 +26,7 @@
 //! Our volume type can only describe an orthonormal regular grid, so anything
 //! that cannot be stacked onto one is an error, never a silent mis-stack:
 //! gantry tilt (positions not along the normal), gaps or uneven spacing beyond
-//! [`AssembleOptions::spacing_tolerance_mm`], two different instances at one
+//! [`AssembleOptions::position_tolerance_mm`], two different instances at one
 //! position, and any disagreement in orientation, size or pixel spacing.
 //! Deviations that do not move a voxel by more than the tolerance (rounding
 //! jitter in ImagePositionPatient), an instance received twice (same

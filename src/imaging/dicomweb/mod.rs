@@ -9,7 +9,7 @@
 //! * The bearer token arrives as a [`SecretString`] and is kept only as a
 //!   sensitive header value inside [`BearerToken`], whose `Debug` is
 //!   redacted: it never appears in `Debug` output, errors or logs.
-//! * Every call runs under one overall deadline ([`DicomWebConfig::deadline`]),
+//! * Every call runs under one overall deadline ([`DicomWebConfig::deadline_secs`]),
 //!   covering connection, headers and the whole streamed body.
 //! * WADO-RS `multipart/related; type="application/dicom"` responses are
 //!   parsed as a stream ([`multipart`]); each instance is handed on as soon as

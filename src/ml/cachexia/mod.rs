@@ -2,7 +2,7 @@
 //! a missing-modality-native fusion transformer ([`model`]), its inputs from
 //! the clinical timeline ([`inputs`]), the deep ensemble with temperature
 //! scaling and conformal expert-review gate ([`ensemble`]), training
-//! ([`train`]) and evaluation ([`evaluate`]) on a labelled cohort
+//! ([`train`](mod@train)) and evaluation ([`evaluate`]) on a labelled cohort
 //! ([`dataset`]).
 
 pub mod commands;
