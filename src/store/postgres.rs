@@ -63,91 +63,6 @@ fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 pub struct PgStore {
     pool: PgPool,
     pub(crate) settings: Settings,
-    writer: std::sync::Arc<HookWriter>,
-}
-
-/// Group commit of hook records. Every commit waits for its WAL flush
-/// (`synchronous_commit` left at its default), and with one transaction per
-/// hook the pool's connections spent their time waiting on flushes: at 32
-/// concurrent hooks, 8 connections kept two cores only a third busy
-/// (docs/benchmarks.md). One writer task takes the records that arrive
-/// while its previous commit is in flight and writes them in one
-/// transaction, one flush for all; each caller still hears back only after
-/// that commit (or an error, and then it spools). If the batch fails, each
-/// record is retried alone, so one bad record never takes the others down.
-#[derive(Debug, Default)]
-struct HookWriter {
-    queue: std::sync::OnceLock<tokio::sync::mpsc::Sender<PendingHook>>,
-}
-
-#[derive(Debug)]
-struct PendingHook {
-    rec: HookRecord,
-    done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
-}
-
-/// Most records in one group commit.
-const MAX_GROUP: usize = 64;
-
-impl HookWriter {
-    /// The queue of the writer task, started by the first hook (inside the
-    /// caller's runtime).
-    fn queue(&self, pool: &PgPool) -> &tokio::sync::mpsc::Sender<PendingHook> {
-        self.queue.get_or_init(|| {
-            let (tx, rx) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
-            tokio::spawn(write_groups(pool.clone(), rx));
-            tx
-        })
-    }
-}
-
-async fn write_groups(pool: PgPool, mut rx: tokio::sync::mpsc::Receiver<PendingHook>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while let Some(first) = rx.recv().await {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(p) => group.push(p),
-                Err(_) => break,
-            }
-        }
-        match insert_group(&pool, &group).await {
-            Ok(()) => {
-                for p in group.drain(..) {
-                    let _ = p.done.send(Ok(()));
-                }
-            }
-            Err(e) if group.len() == 1 => {
-                let _ = group.pop().map(|p| p.done.send(Err(e)));
-            }
-            Err(_) => {
-                for p in group.drain(..) {
-                    let r = insert_hook(&p.rec)
-                        .execute(&pool)
-                        .await
-                        .map(|_| ())
-                        .map_err(db("inserting a hook record"));
-                    let _ = p.done.send(r);
-                }
-            }
-        }
-    }
-}
-
-async fn insert_group(pool: &PgPool, group: &[PendingHook]) -> Result<(), StoreError> {
-    let mut tx = pool
-        .begin()
-        .await
-        .map_err(db("starting a group of hook records"))?;
-    for p in group {
-        insert_hook(&p.rec)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("inserting a hook record"))?;
-    }
-    tx.commit()
-        .await
-        .map_err(db("committing a group of hook records"))
 }
 
 impl PgStore {
@@ -163,7 +78,6 @@ impl PgStore {
         Ok(PgStore {
             pool,
             settings: Settings::from(opts),
-            writer: Default::default(),
         })
     }
 
@@ -172,7 +86,6 @@ impl PgStore {
         Ok(PgStore {
             pool: pool_opts.connect_lazy_with(conn),
             settings: Settings::from(opts),
-            writer: Default::default(),
         })
     }
 
@@ -219,28 +132,97 @@ impl PgStore {
 
     // ---------------------------------------------------------------- audit
 
-    /// Through the group-commit writer ([`HookWriter`]): one statement per
-    /// hook ([`insert_hook`]), one transaction and one WAL flush per group.
+    /// One statement, one round trip, one implicit transaction: the
+    /// invocation, its prediction and its cards as data-modifying CTEs
+    /// (PostgreSQL 15 §7.8.4). `ON CONFLICT DO NOTHING` on the invocation
+    /// makes a replay a no-op: the prediction and the cards select from the
+    /// invocation's `RETURNING`, so they are skipped with it. The foreign
+    /// keys of the later rows are checked at the end of the statement, when
+    /// the invocation and prediction rows exist. (Before: BEGIN, three or
+    /// four INSERTs, COMMIT — five round trips per hook under load.)
     pub(crate) async fn record_hook(&self, rec: &HookRecord) -> Result<(), StoreError> {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let pending = PendingHook {
-            rec: rec.clone(),
-            done,
-        };
-        if self.writer.queue(&self.pool).send(pending).await.is_err() {
-            // The writer's runtime is gone (a test that outlived the one
-            // that started it): write directly.
-            return insert_hook(rec)
-                .execute(&self.pool)
-                .await
-                .map(|_| ())
-                .map_err(db("inserting a hook record"));
-        }
-        answer.await.unwrap_or_else(|_| {
-            Err(StoreError::db(POSTGRES, "inserting a hook record")(
-                sqlx::Error::WorkerCrashed,
-            ))
-        })
+        const SQL: &str = "WITH inv AS (\
+             INSERT INTO invocations (id, hook_instance, service_id, hook, patient_id, user_id, \
+             encounter_id, fhir_server_host, client_iss, client_sub, received_at, total_ms, fhir_ms, \
+             inference_ms, http_status, outcome, error) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17) \
+             ON CONFLICT (id) DO NOTHING RETURNING id), \
+             pred AS (\
+             INSERT INTO predictions (id, invocation_id, service_id, patient_id, model_id, \
+             model_version, risk, risk_tier, confidence, review_suggested, input_digest, features, \
+             result, created_at) \
+             SELECT $18, inv.id, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30 \
+             FROM inv WHERE $18 IS NOT NULL RETURNING id), \
+             job AS (\
+             INSERT INTO jobs (id, kind, payload, dedupe_key, status, attempts, max_attempts, \
+             run_after, created_at, updated_at) \
+             SELECT j.id, j.kind, j.payload, j.dedupe_key, 'queued', 0, j.max_attempts, now(), now(), now() \
+             FROM inv, unnest($36::uuid[], $37::text[], $38::jsonb[], $39::text[], $40::int4[]) \
+             AS j(id, kind, payload, dedupe_key, max_attempts) \
+             ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running') \
+             DO NOTHING RETURNING id) \
+             INSERT INTO cards (uuid, invocation_id, prediction_id, service_id, card, created_at) \
+             SELECT c.uuid, inv.id, c.prediction_id, c.service_id, c.card, c.created_at \
+             FROM inv, unnest($31::uuid[], $32::uuid[], $33::text[], $34::jsonb[], $35::timestamptz[]) \
+             AS c(uuid, prediction_id, service_id, card, created_at)";
+        let inv = &rec.invocation;
+        let p = rec.prediction.as_ref();
+        let cards = &rec.cards;
+        let jobs = &rec.jobs;
+        sqlx::query(SQL)
+            .bind(inv.id)
+            .bind(&inv.hook_instance)
+            .bind(&inv.service_id)
+            .bind(&inv.hook)
+            .bind(&inv.patient_id)
+            .bind(&inv.user_id)
+            .bind(&inv.encounter_id)
+            .bind(&inv.fhir_server_host)
+            .bind(&inv.client_iss)
+            .bind(&inv.client_sub)
+            .bind(inv.received_at)
+            .bind(inv.total_ms)
+            .bind(inv.fhir_ms)
+            .bind(inv.inference_ms)
+            .bind(inv.http_status)
+            .bind(&inv.outcome)
+            .bind(&inv.error)
+            .bind(p.map(|p| p.id))
+            .bind(p.map(|p| p.service_id.as_str()))
+            .bind(p.map(|p| p.patient_id.as_str()))
+            .bind(p.map(|p| p.model_id.as_str()))
+            .bind(p.map(|p| p.model_version.as_str()))
+            .bind(p.and_then(|p| p.risk))
+            .bind(p.map(|p| p.risk_tier.as_str()))
+            .bind(p.and_then(|p| p.confidence))
+            .bind(p.map(|p| p.review_suggested))
+            .bind(p.map(|p| p.input_digest.as_str()))
+            .bind(p.map(|p| Json(&p.features)))
+            .bind(p.map(|p| Json(&p.result)))
+            .bind(p.map(|p| p.created_at))
+            .bind(cards.iter().map(|c| c.uuid).collect::<Vec<_>>())
+            .bind(cards.iter().map(|c| c.prediction_id).collect::<Vec<_>>())
+            .bind(
+                cards
+                    .iter()
+                    .map(|c| c.service_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(cards.iter().map(|c| Json(&c.card)).collect::<Vec<_>>())
+            .bind(cards.iter().map(|c| c.created_at).collect::<Vec<_>>())
+            .bind(jobs.iter().map(|_| Uuid::new_v4()).collect::<Vec<_>>())
+            .bind(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())
+            .bind(jobs.iter().map(|j| Json(&j.payload)).collect::<Vec<_>>())
+            .bind(
+                jobs.iter()
+                    .map(|j| j.dedupe_key.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db("inserting a hook record"))
     }
 
     pub(crate) async fn record_feedback(
@@ -994,93 +976,4 @@ fn job_from_row(r: &PgRow) -> Result<Job, StoreError> {
         status: JobStatus::parse(&status)?,
         ..job
     })
-}
-
-/// One hook record as one statement, one round trip: the invocation, its
-/// prediction, its jobs and its cards as data-modifying CTEs (PostgreSQL 15
-/// §7.8.4). `ON CONFLICT DO NOTHING` on the invocation makes a replay a
-/// no-op: the prediction and the cards select from the invocation's
-/// `RETURNING`, so they are skipped with it. The foreign keys of the later
-/// rows are checked at the end of the statement, when the invocation and
-/// prediction rows exist. (Before: BEGIN, three or four INSERTs, COMMIT —
-/// five round trips per hook under load.)
-fn insert_hook(rec: &HookRecord) -> Query<'_, Postgres, PgArguments> {
-    const SQL: &str = "WITH inv AS (\
-         INSERT INTO invocations (id, hook_instance, service_id, hook, patient_id, user_id, \
-         encounter_id, fhir_server_host, client_iss, client_sub, received_at, total_ms, fhir_ms, \
-         inference_ms, http_status, outcome, error) \
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17) \
-         ON CONFLICT (id) DO NOTHING RETURNING id), \
-         pred AS (\
-         INSERT INTO predictions (id, invocation_id, service_id, patient_id, model_id, \
-         model_version, risk, risk_tier, confidence, review_suggested, input_digest, features, \
-         result, created_at) \
-         SELECT $18, inv.id, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30 \
-         FROM inv WHERE $18 IS NOT NULL RETURNING id), \
-         job AS (\
-         INSERT INTO jobs (id, kind, payload, dedupe_key, status, attempts, max_attempts, \
-         run_after, created_at, updated_at) \
-         SELECT j.id, j.kind, j.payload, j.dedupe_key, 'queued', 0, j.max_attempts, now(), now(), now() \
-         FROM inv, unnest($36::uuid[], $37::text[], $38::jsonb[], $39::text[], $40::int4[]) \
-         AS j(id, kind, payload, dedupe_key, max_attempts) \
-         ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running') \
-         DO NOTHING RETURNING id) \
-         INSERT INTO cards (uuid, invocation_id, prediction_id, service_id, card, created_at) \
-         SELECT c.uuid, inv.id, c.prediction_id, c.service_id, c.card, c.created_at \
-         FROM inv, unnest($31::uuid[], $32::uuid[], $33::text[], $34::jsonb[], $35::timestamptz[]) \
-         AS c(uuid, prediction_id, service_id, card, created_at)";
-    let inv = &rec.invocation;
-    let p = rec.prediction.as_ref();
-    let cards = &rec.cards;
-    let jobs = &rec.jobs;
-    sqlx::query(SQL)
-        .bind(inv.id)
-        .bind(&inv.hook_instance)
-        .bind(&inv.service_id)
-        .bind(&inv.hook)
-        .bind(&inv.patient_id)
-        .bind(&inv.user_id)
-        .bind(&inv.encounter_id)
-        .bind(&inv.fhir_server_host)
-        .bind(&inv.client_iss)
-        .bind(&inv.client_sub)
-        .bind(inv.received_at)
-        .bind(inv.total_ms)
-        .bind(inv.fhir_ms)
-        .bind(inv.inference_ms)
-        .bind(inv.http_status)
-        .bind(&inv.outcome)
-        .bind(&inv.error)
-        .bind(p.map(|p| p.id))
-        .bind(p.map(|p| p.service_id.as_str()))
-        .bind(p.map(|p| p.patient_id.as_str()))
-        .bind(p.map(|p| p.model_id.as_str()))
-        .bind(p.map(|p| p.model_version.as_str()))
-        .bind(p.and_then(|p| p.risk))
-        .bind(p.map(|p| p.risk_tier.as_str()))
-        .bind(p.and_then(|p| p.confidence))
-        .bind(p.map(|p| p.review_suggested))
-        .bind(p.map(|p| p.input_digest.as_str()))
-        .bind(p.map(|p| Json(&p.features)))
-        .bind(p.map(|p| Json(&p.result)))
-        .bind(p.map(|p| p.created_at))
-        .bind(cards.iter().map(|c| c.uuid).collect::<Vec<_>>())
-        .bind(cards.iter().map(|c| c.prediction_id).collect::<Vec<_>>())
-        .bind(
-            cards
-                .iter()
-                .map(|c| c.service_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(cards.iter().map(|c| Json(&c.card)).collect::<Vec<_>>())
-        .bind(cards.iter().map(|c| c.created_at).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|_| Uuid::new_v4()).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())
-        .bind(jobs.iter().map(|j| Json(&j.payload)).collect::<Vec<_>>())
-        .bind(
-            jobs.iter()
-                .map(|j| j.dedupe_key.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
 }
