@@ -35,6 +35,7 @@ both_backends!(
     the_replayer_drains_the_spool_once_the_database_answers,
     a_record_the_database_refuses_is_rolled_back_and_rejected_not_retried,
     a_hooks_jobs_reach_the_queue_once_even_through_the_spool,
+    concurrent_hooks_are_all_stored_and_a_refused_one_fails_alone,
 );
 
 async fn a_recorded_hook_reads_back_field_for_field(db: &mut TestDb) {
@@ -792,4 +793,34 @@ async fn an_unreachable_postgres_server_spools_instead_of_failing_the_hook() {
         started.elapsed()
     );
     assert_eq!(spool.pending().await.unwrap(), 1);
+}
+
+/// Many hooks at once: every one is stored, and a record the database
+/// refuses fails on its own, with the same error as alone, without taking
+/// any other down (a guard for any future batching of the writes).
+async fn concurrent_hooks_are_all_stored_and_a_refused_one_fails_alone(db: &mut TestDb) {
+    let first = hook_record("cachexia", "Patient/g-0", Utc::now());
+    db.store.record_hook(&first).await.unwrap();
+    let mut recs: Vec<_> = (1..=40)
+        .map(|i| hook_record("cachexia", &format!("Patient/g-{i}"), Utc::now()))
+        .collect();
+    recs[17].cards[1].uuid = first.cards[0].uuid;
+
+    let results =
+        futures_util::future::join_all(recs.iter().map(|r| db.store.record_hook(r))).await;
+
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Err(e) if i == 17 => assert!(e.is_record_rejected(), "{}", error_chain(e)),
+            Err(e) => panic!("hook {i}: {}", error_chain(e)),
+            Ok(()) if i == 17 => panic!("the clashing record was stored"),
+            Ok(()) => {}
+        }
+    }
+    assert_eq!(db.count("invocations").await, 40);
+    assert_eq!(db.count("cards").await, 80);
+    for (i, r) in recs.iter().enumerate() {
+        let stored = db.store.get_invocation(r.invocation.id).await.unwrap();
+        assert_eq!(stored.is_some(), i != 17, "hook {i}");
+    }
 }
