@@ -270,13 +270,8 @@ impl Embeddings {
     fn forward_words(&self, words: &Tensor, batch: &PackedBatch) -> Result<Tensor> {
         let xs = (words + self.position.forward(&batch.positions)?)?;
         let xs = xs.broadcast_add(&self.token_type_0)?;
-        norm(&self.layer_norm, &xs)
+        super::ops::layer_norm(&self.layer_norm, &xs)
     }
-}
-
-/// LayerNorm that keeps a tracked gradient ([`super::ops::layer_norm`]).
-fn norm(ln: &LayerNorm, xs: &Tensor) -> Result<Tensor> {
-    super::ops::layer_norm(ln, xs)
 }
 
 /// Multi-head self-attention plus its output projection and residual
@@ -336,7 +331,7 @@ impl Attention {
             self.padded_attention(&qkv, batch)?
         };
         let out = dense(&self.output, &ctx)?;
-        norm(&self.layer_norm, &(out + xs)?)
+        super::ops::layer_norm(&self.layer_norm, &(out + xs)?)
     }
 
     /// Attention through a padded `(batch, heads, L, L)` view of the packed
@@ -572,7 +567,7 @@ impl Layer {
             HiddenAct::Relu => inter.relu()?,
         };
         let out = dense(&self.output, &inter)?;
-        norm(&self.layer_norm, &(out + attn)?)
+        super::ops::layer_norm(&self.layer_norm, &(out + attn)?)
     }
 }
 
