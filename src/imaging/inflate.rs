@@ -1,4 +1,4 @@
-//! Inflating a prefix of one gzip member on two cores (NRRD `encoding: gzip`).
+//! Inflating a prefix or a range of one gzip member on two cores (NRRD `encoding: gzip`).
 //!
 //! A gzip member is a single DEFLATE stream (RFC 1952 §2.2, RFC 1951), and
 //! every block may copy from the 32 KiB of output before it (§3.2.5), so a
@@ -26,6 +26,12 @@
 //! Anything unexpected — no block start found, a decode error in either
 //! part, a split libdeflate does not end on — returns `None`, and the caller
 //! inflates serially (which also reports corrupt data properly).
+//!
+//! When the bytes wanted are a small range late in the stream (a nodule's
+//! few slices), [`inflate_range`] can skip the prefix altogether: a range
+//! decoded from a block start with no marker left in it is exact whatever
+//! came before, and the length of the rest of the stream (the gzip
+//! trailer's ISIZE minus it) says where the range lies.
 
 use super::pages;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -283,6 +289,9 @@ struct Decoder {
     dist: Huffman,
     fixed_lit: Huffman,
     fixed_dist: Huffman,
+    /// The code-length code of a dynamic header (§3.2.7), kept to reuse
+    /// its tables: a block search reads thousands of candidate headers.
+    cl: Huffman,
     lengths: [u8; 320],
 }
 
@@ -315,6 +324,7 @@ impl Decoder {
             dist: Huffman::new(DIST_BITS),
             fixed_lit,
             fixed_dist,
+            cl: Huffman::new(7),
             lengths: [0; 320],
         }
     }
@@ -337,12 +347,17 @@ impl Decoder {
             bits.refill();
             cl[i] = bits.take(3) as u8;
         }
-        let mut clh = Huffman::new(7);
+        let clh = &mut self.cl;
         // zlib rejects an incomplete code-length code outright.
         if !clh.build(&cl, |s| (s as u32) << 16)? {
             return Err(Bad::Header);
         }
         let n = hlit + hdist;
+        // Kraft sums (in units of 2^-15) of the two codes so far: an
+        // over-subscribed code is an error however the header goes on, and
+        // stopping at once is what keeps a block search fast, where most
+        // candidate headers are random bits.
+        let mut kraft = [0u32; 2];
         let mut i = 0;
         while i < n {
             bits.refill();
@@ -368,6 +383,16 @@ impl Decoder {
                 return Err(Bad::Header);
             }
             self.lengths[i..i + repeat].fill(value);
+            if value != 0 {
+                // A repeat may run on from one code into the next (§3.2.7).
+                for k in i..i + repeat {
+                    let c = &mut kraft[usize::from(k >= hlit)];
+                    *c += 1 << (15 - value);
+                }
+                if kraft[0] > 1 << 15 || kraft[1] > 1 << 15 {
+                    return Err(Bad::Code);
+                }
+            }
             i += repeat;
         }
         if self.lengths[256] == 0 {
@@ -825,17 +850,64 @@ impl Tail {
     }
 }
 
+/// A block boundary another thread is still looking for: decoding that
+/// must end exactly there checks each block header it reaches against it.
+struct StopAt {
+    /// The boundary's bit offset, `UNKNOWN` until found, `FAILED` if none.
+    bit: AtomicUsize,
+    /// Where the search started: the boundary cannot lie before it.
+    from: usize,
+}
+
+impl StopAt {
+    const UNKNOWN: usize = usize::MAX;
+    const FAILED: usize = usize::MAX - 1;
+
+    fn new(from: usize) -> Self {
+        Self {
+            bit: AtomicUsize::new(Self::UNKNOWN),
+            from,
+        }
+    }
+
+    fn set(&self, bit: Option<usize>) {
+        self.bit
+            .store(bit.unwrap_or(Self::FAILED), Ordering::Release);
+    }
+
+    /// At a block header at `bit`: `Ok(true)` to stop there, `Ok(false)` to
+    /// go on, an error if decoding ran past the boundary without a header on
+    /// it (then one of the two was not a real block start).
+    fn reached(&self, bit: usize) -> Result<bool, Bad> {
+        let mut stop = self.bit.load(Ordering::Acquire);
+        while stop == Self::UNKNOWN && bit >= self.from {
+            // Rare: the search is a few blocks long, this decode megabytes.
+            std::thread::yield_now();
+            stop = self.bit.load(Ordering::Acquire);
+        }
+        match stop {
+            Self::FAILED => Err(Bad::Input),
+            Self::UNKNOWN => Ok(false),
+            s if bit == s => Ok(true),
+            s if bit > s => Err(Bad::Header),
+            _ => Ok(false),
+        }
+    }
+}
+
 /// Continues decoding at block header `bit` after `done` cells (past the
-/// window of `out`) until the end of the stream, the end of the buffers, or
-/// the shared `target` (values wanted after the window; `usize::MAX` while
-/// not known yet). Once the last 32 KiB hold no marker none can appear again
-/// (copies reach back at most that far), and decoding goes on into bytes.
+/// window of `out`) until the end of the stream, the end of the buffers, the
+/// shared `target` (values wanted after the window; `usize::MAX` while not
+/// known yet) or a block header at `stop`. Once the last 32 KiB hold no
+/// marker none can appear again (copies reach back at most that far), and
+/// decoding goes on into bytes.
 fn decode_from(
     data: &[u8],
     bit: usize,
     out: &mut [u16],
     done: usize,
     target: &AtomicUsize,
+    stop: Option<&StopAt>,
 ) -> Result<Tail, Bad> {
     let mut dec = Decoder::new();
     let mut bits = Bits::at(data, bit);
@@ -864,6 +936,15 @@ fn decode_from(
             break;
         }
         if state == State::Header {
+            if let Some(stop) = stop
+                && stop.reached(bits.bit())?
+            {
+                return Ok(Tail {
+                    cells: pos - WINDOW,
+                    bytes: Vec::new(),
+                    n: 0,
+                });
+            }
             state = dec.header(&mut bits, false)?;
         }
         // Look at the target (and for markers) every 256 KiB of output.
@@ -893,6 +974,15 @@ fn decode_from(
             });
         }
         if state == State::Header {
+            if let Some(stop) = stop
+                && stop.reached(bits.bit())?
+            {
+                return Ok(Tail {
+                    cells,
+                    bytes,
+                    n: pos8 - WINDOW,
+                });
+            }
             state = dec.header(&mut bits, false)?;
         }
         let limit = hard.min(pos8 + (1 << 20));
@@ -988,7 +1078,7 @@ pub fn inflate_prefix(gz: &mut [u8], needed: usize, total: usize) -> Option<Pref
     let (one, two) = std::thread::scope(|s| {
         let tail: &[u8] = tail;
         let (target, second) = (&target, &mut second);
-        let two = s.spawn(move || decode_from(tail, tail_bit, second, split.cells, target));
+        let two = s.spawn(move || decode_from(tail, tail_bit, second, split.cells, target, None));
         let one = libdeflate_raw(head, &mut first);
         let stop = match one {
             First::Ended(read, written) if read == expect_in => needed.saturating_sub(written),
@@ -1043,6 +1133,7 @@ pub fn inflate_prefix(gz: &mut [u8], needed: usize, total: usize) -> Option<Pref
     // behind the first part would write (and page-fault) megabytes that a
     // reader of a small region never looks at.
     Some(Prefix {
+        start: 0,
         head_len: written + ncells,
         head: first,
         tail: two.bytes,
@@ -1051,10 +1142,222 @@ pub fn inflate_prefix(gz: &mut [u8], needed: usize, total: usize) -> Option<Pref
     })
 }
 
-/// An inflated prefix: bytes `0..head_len` in `head`, the rest (if any)
-/// in `tail` from `tail_at` on.
+/// LSB-first bit writer (§3.1.1) for the few blocks [`length_to_end`] puts
+/// in front of a stream.
+struct BitWriter {
+    bytes: Vec<u8>,
+    bits: usize,
+}
+
+impl BitWriter {
+    fn put(&mut self, value: u32, n: u32) {
+        for k in 0..n {
+            if self.bits.is_multiple_of(8) {
+                self.bytes.push(0);
+            }
+            let last = self.bytes.len() - 1;
+            self.bytes[last] |= (((value >> k) & 1) as u8) << (self.bits % 8);
+            self.bits += 1;
+        }
+    }
+
+    /// A Huffman code, most significant bit first (§3.1.1).
+    fn code(&mut self, code: u32, len: u32) {
+        self.put(code.reverse_bits() >> (32 - len), len);
+    }
+}
+
+/// Bytes of stand-in window that [`length_to_end`] puts before a stream.
+const STAND_IN: usize = WINDOW + 1;
+
+/// Output length from the block header at `bit` to the end of the DEFLATE
+/// data `data` (whose final block must end in its last byte), inflated by
+/// libdeflate; or `None` if that does not decode to at most `max` bytes.
+///
+/// libdeflate can only start at the beginning of a stream, and copies in
+/// the data may reach up to 32 KiB before `bit`. So the data from `bit` on
+/// is put behind blocks that supply a stand-in window and end on the same
+/// bit alignment (zeros: only the length is wanted here): a stored block
+/// of 32 KiB (§3.2.4), then fixed-Huffman blocks (§3.2.6) of 19 bits (one
+/// 9-bit literal) and 10 bits (empty) until the bit count matches. Our own
+/// decoder counting alone was no faster than decoding (the Huffman decode
+/// is the cost), and libdeflate is ~1.35× faster than it.
+fn length_to_end(data: &[u8], bit: usize, max: usize) -> Option<usize> {
+    let r = bit % 8;
+    let mut w = BitWriter {
+        bytes: Vec::with_capacity(WINDOW + 16 + data.len() - bit / 8),
+        bits: 0,
+    };
+    // BFINAL = 0, BTYPE = 00, then LEN and NLEN from the next byte.
+    w.put(0, 3);
+    w.bits = w.bytes.len() * 8;
+    w.bytes.extend_from_slice(&(WINDOW as u16).to_le_bytes());
+    w.bytes.extend_from_slice(&(!(WINDOW as u16)).to_le_bytes());
+    w.bytes.resize(w.bytes.len() + WINDOW, 0);
+    w.bits = w.bytes.len() * 8;
+    // 19·a + 10·k ≡ r (mod 8).
+    let (a, k) = if r % 2 == 1 {
+        (1, (r + 8 - 3) % 8 / 2)
+    } else {
+        (0, r / 2)
+    };
+    for _ in 0..a {
+        // BFINAL = 0, BTYPE = 01; literal 144 (9 bits: 110010000); EOB.
+        w.put(0b010, 3);
+        w.code(0b1_1001_0000, 9);
+        w.code(0, 7);
+    }
+    for _ in 0..k {
+        w.put(0b010, 3);
+        w.code(0, 7);
+    }
+    debug_assert_eq!(w.bits % 8, r);
+    let q = bit / 8;
+    let mut input = w.bytes;
+    if r == 0 {
+        input.extend_from_slice(data.get(q..)?);
+    } else {
+        // The last byte holds the preamble's r bits and the stream's others.
+        let last = input.len() - 1;
+        input[last] |= *data.get(q)? & !((1u8 << r) - 1);
+        input.extend_from_slice(data.get(q + 1..)?);
+    }
+    let preamble_out = STAND_IN - 1 + a;
+    // One byte of room: a stream longer than `max` ends in InsufficientSpace.
+    let mut out = pages::zeroed::<u8>(preamble_out + max + 1);
+    match libdeflate_raw(&input, &mut out) {
+        First::Ended(read, written) if read == input.len() => {
+            written.checked_sub(preamble_out).filter(|&n| n <= max)
+        }
+        _ => None,
+    }
+}
+
+/// Time per compressed byte of the window method's two parts relative to
+/// libdeflate inflating from the start, measured on the radiomics CTs:
+/// our decoder (markers, then bytes) 1.3–1.35×; [`length_to_end`]
+/// (libdeflate behind a preamble, plus copying the input) ~1.05×.
+const COST_DECODE: f64 = 1.35;
+const COST_LENGTH: f64 = 1.05;
+/// Output decoded before the wanted range so that no marker is left in it:
+/// on the radiomics CTs the last 32 KiB held no marker after 160–630 KiB
+/// of output from a block start; the rest is room for the compression
+/// ratio varying along the stream (the start is placed as if it did not).
+const LEAD: usize = 1 << 20;
+
+/// Where a range is decoded from without the stream before it: the bit
+/// offsets at which the two block searches start (`None` when inflating
+/// the prefix is estimated to be cheaper).
+fn window_plan(body: usize, from: usize, to: usize, total: usize) -> Option<(usize, usize)> {
+    let at = |x: usize| (body as f64 * x.min(total) as f64 / total.max(1) as f64) as usize;
+    let b1 = at(from.saturating_sub(LEAD));
+    // Balance the two threads: the first decodes b1..b2, the second
+    // measures b2..end; b2 also leaves room past `to` for the ratio varying.
+    let r = COST_DECODE / COST_LENGTH;
+    let balanced = (body as f64 + r * b1 as f64) / (1.0 + r);
+    let b2 = (balanced as usize).max(at(to + LEAD / 4));
+    let window = ((b2 - b1) as f64 * COST_DECODE).max((body - b2.min(body)) as f64 * COST_LENGTH);
+    let prefix = at(to) as f64 * SPLIT;
+    (b1 > 0 && b2 < body && window < 0.8 * prefix).then_some((b1 * 8, b2 * 8))
+}
+
+/// Bytes `from..to` of a gzip member's output (a stream of `total` bytes),
+/// or `None` when this cannot be done on two cores; picks whichever of the
+/// two methods below is estimated cheaper.
+///
+/// - [`inflate_prefix`] inflates everything before `to`, split between
+///   libdeflate and our decoder.
+/// - The window method never inflates the stream before the range: one
+///   thread finds a block start shortly before `from` and decodes with
+///   markers from there (a range with no marker left is exact whatever
+///   came before, §3.2.5: copies reach back at most 32 KiB), the other
+///   finds a block start after `to` and measures the length of the rest
+///   of the stream ([`length_to_end`]), which with the gzip trailer's
+///   ISIZE (RFC 1952 §2.3.1) places both on the stream. The first must
+///   reach the second's block start exactly, and the second must end
+///   exactly at the trailer: a false block start would not. Worth it for a
+///   small region late in a stream (lung1: slices 32–34 of 48, 9.7 vs
+///   18.9 ms for the prefix). If it does not work out (markers left in the
+///   range, a block start not confirmed), the prefix method runs after it.
+pub fn inflate_range(gz: &mut [u8], from: usize, to: usize, total: usize) -> Option<Prefix> {
+    let start = deflate_offset(gz)?;
+    let body = (gz.len() - start).saturating_sub(8);
+    if let Some((b1, b2)) = window_plan(body, from, to, total)
+        && let Some(window) = inflate_window(&gz[start..], from, to, total, b1, b2)
+    {
+        return Some(window);
+    }
+    inflate_prefix(gz, to, total)
+}
+
+/// The window method of [`inflate_range`] on the DEFLATE data and trailer
+/// `deflate`, block searches from bits `b1` and `b2`.
+fn inflate_window(
+    deflate: &[u8],
+    from: usize,
+    to: usize,
+    total: usize,
+    b1: usize,
+    b2: usize,
+) -> Option<Prefix> {
+    let n = deflate.len();
+    if n < 16 || u32::from_le_bytes(deflate[n - 4..].try_into().ok()?) != total as u32 {
+        return None;
+    }
+    let stop = StopAt::new(b2);
+    let never = AtomicUsize::new(usize::MAX);
+    let mut cells = pages::zeroed::<u16>(WINDOW + total + ROOM);
+    let (one, two) = std::thread::scope(|s| {
+        let stop = &stop;
+        let two = s.spawn(move || {
+            // A block's output is at most 16 Ki symbols × 258 with zlib.
+            let mut first = pages::zeroed::<u16>(WINDOW + (4 << 20) + ROOM);
+            let split = find_block(deflate, b2, b2 + 8 * (1 << 20), &mut first);
+            stop.set(split.as_ref().map(|s| s.bit));
+            length_to_end(&deflate[..n - 8], split?.bit, total)
+        });
+        let one = find_block(deflate, b1, b2, &mut cells).and_then(|split| {
+            decode_from(
+                deflate,
+                split.next,
+                &mut cells,
+                split.cells,
+                &never,
+                Some(stop),
+            )
+            .ok()
+        });
+        (one, two.join().ok().flatten())
+    });
+    // `length_to_end` checked that the final block ends where the trailer
+    // begins (one member, nothing after it).
+    let (one, counted) = (one?, two?);
+    let off2 = total.checked_sub(counted)?;
+    let off1 = off2.checked_sub(one.len())?;
+    if off1 > from || to > off2 {
+        return None;
+    }
+    let (a, b) = (from - off1, to - off1);
+    let in_cells = &cells[WINDOW + a.min(one.cells)..WINDOW + b.min(one.cells)];
+    if in_cells.iter().any(|&c| c >= 256) {
+        return None;
+    }
+    let head: Vec<u8> = in_cells.iter().map(|&c| c as u8).collect();
+    Some(Prefix {
+        start: from,
+        head_len: head.len(),
+        head,
+        tail: one.bytes,
+        tail_at: WINDOW + a.max(one.cells) - one.cells,
+        len: to,
+    })
+}
+
+/// Inflated bytes `start..len` of a stream: the first `head_len` in `head`,
+/// the rest (if any) in `tail` from `tail_at` on.
 #[derive(Debug)]
 pub struct Prefix {
+    start: usize,
     head: Vec<u8>,
     head_len: usize,
     tail: Vec<u8>,
@@ -1065,6 +1368,7 @@ pub struct Prefix {
 impl Prefix {
     fn whole(head: Vec<u8>, len: usize) -> Self {
         Self {
+            start: 0,
             head,
             head_len: len,
             tail: Vec::new(),
@@ -1073,25 +1377,33 @@ impl Prefix {
         }
     }
 
-    /// Bytes in the prefix.
+    /// Offset in the stream of the first byte held (0 for a prefix).
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    /// Offset in the stream just past the last byte held.
     pub fn len(&self) -> usize {
         self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len == self.start
     }
 
-    /// `len` bytes from `start`: borrowed unless they straddle the two
-    /// pieces. Panics past the end, like slice indexing.
+    /// `len` bytes from stream offset `start`: borrowed unless they straddle
+    /// the two pieces. Panics outside `self.start()..self.len()`, like slice
+    /// indexing.
     pub fn get(&self, start: usize, len: usize) -> std::borrow::Cow<'_, [u8]> {
         use std::borrow::Cow;
         let end = start + len;
         assert!(
-            end <= self.len,
-            "{start}..{end} is past a prefix of {}",
+            self.start <= start && end <= self.len,
+            "{start}..{end} is outside {}..{}",
+            self.start,
             self.len
         );
+        let (start, end) = (start - self.start, end - self.start);
         let at = |i: usize| self.tail_at + i - self.head_len;
         if end <= self.head_len {
             Cow::Borrowed(&self.head[start..end])
@@ -1104,9 +1416,9 @@ impl Prefix {
         }
     }
 
-    /// The whole prefix in one buffer.
+    /// All bytes held, in one buffer.
     pub fn to_vec(&self) -> Vec<u8> {
-        self.get(0, self.len).into_owned()
+        self.get(self.start, self.len - self.start).into_owned()
     }
 }
 
@@ -1118,6 +1430,15 @@ mod tests {
     /// CT-like 16-bit samples: a smooth field plus noise, so that the
     /// stream has literals, short and long matches like a real CT.
     fn ct_like(n: usize, seed: u64) -> Vec<u8> {
+        ct_with_noise(n, seed, 24)
+    }
+
+    /// As `ct_like` with noise of `levels` HU steps: with a few hundred, as
+    /// in a real CT, values keep being written as literals rather than
+    /// copied, so markers do not outlive a few hundred KiB (what the window
+    /// method needs, and what the radiomics CTs show). With 24, copies of
+    /// copies carry them through whole megabytes.
+    fn ct_with_noise(n: usize, seed: u64, levels: u64) -> Vec<u8> {
         let mut state = seed;
         let mut out = Vec::with_capacity(2 * n);
         for i in 0..n {
@@ -1130,7 +1451,7 @@ mod tests {
             } else {
                 -1000.0
             };
-            let noise = ((state >> 33) % 24) as f64 - 12.0;
+            let noise = ((state >> 33) % levels) as f64 - (levels / 2) as f64;
             let v = (field + noise) as i16;
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -1215,6 +1536,121 @@ mod tests {
         assert!(inflate_prefix(&mut short, n, data.len()).is_none());
     }
 
+    /// Block starts of a stream and how much output precedes each: a walk
+    /// with our decoder from the start.
+    fn block_starts(deflate: &[u8], total: usize) -> Vec<(usize, usize)> {
+        let mut dec = Decoder::new();
+        let mut bits = Bits::at(deflate, 0);
+        let mut out = vec![0u8; total + 1 + ROOM];
+        let (mut pos, mut state, mut starts) = (0, State::Header, Vec::new());
+        loop {
+            state = match state {
+                State::Done => return starts,
+                State::Header => {
+                    starts.push((bits.bit(), pos));
+                    dec.header(&mut bits, false).unwrap()
+                }
+                _ => dec
+                    .run(state, &mut bits, &mut out, &mut pos, total + 1)
+                    .unwrap(),
+            };
+        }
+    }
+
+    /// libdeflate behind the stand-in preamble measures the rest of the
+    /// stream exactly from block starts at every bit alignment, and refuses
+    /// a stream that does not end where it is told to or is longer than the
+    /// bound.
+    #[test]
+    fn length_to_end_is_exact_at_every_bit_alignment() {
+        let data = ct_like(1 << 19, 5);
+        let mut phases = [false; 8];
+        for gz in [
+            gzip_flate2(&data, 1),
+            gzip_flate2(&data, 6),
+            gzip_flate2(&data, 9),
+            gzip_libdeflate(&data, 6),
+            gzip_libdeflate(&data, 12),
+        ] {
+            let d = &gz[deflate_offset(&gz).unwrap()..gz.len() - 8];
+            let starts = block_starts(d, data.len());
+            assert!(starts.len() > 4, "{} blocks", starts.len());
+            for &(bit, before) in starts.iter().step_by(3) {
+                phases[bit % 8] = true;
+                let rest = data.len() - before;
+                assert_eq!(length_to_end(d, bit, data.len()), Some(rest), "bit {bit}");
+                assert_eq!(length_to_end(d, bit, rest - 1), None, "over the bound");
+            }
+            let &(bit, _) = starts.last().unwrap();
+            assert_eq!(length_to_end(&d[..d.len() - 1], bit, data.len()), None);
+        }
+        assert!(phases.iter().all(|&p| p), "bit alignments seen: {phases:?}");
+    }
+
+    /// The window method returns exactly the range asked for, from streams
+    /// of two encoders, for ranges in the middle and near the end; and
+    /// `inflate_range` gives the same bytes whichever method it picks.
+    #[test]
+    fn window_range_equals_the_data() {
+        let data = ct_with_noise(3 << 20, 9, 300);
+        let total = data.len();
+        let mut taken = 0;
+        for gz in [gzip_flate2(&data, 6), gzip_libdeflate(&data, 6)] {
+            let start = deflate_offset(&gz).unwrap();
+            let body = gz.len() - start - 8;
+            for (f, t) in [(0.55, 0.6), (0.7, 0.75), (0.8, 0.88), (0.6, 1.0)] {
+                let (from, to) = ((total as f64 * f) as usize, (total as f64 * t) as usize);
+                let at = |x: usize| (body as f64 * x as f64 / total as f64) as usize * 8;
+                let (b1, b2) = (at(from - LEAD), at(to));
+                if let Some(w) = inflate_window(&gz[start..], from, to, total, b1, b2) {
+                    assert_eq!((w.start(), w.len()), (from, to));
+                    assert!(w.to_vec() == data[from..to], "{f}..{t} differs");
+                    for s in (from..to).step_by((to - from) / 5 + 1) {
+                        let n = (to - s).min(70_001);
+                        assert!(w.get(s, n)[..] == data[s..s + n]);
+                    }
+                    taken += 1;
+                }
+                let mut gz2 = gz.clone();
+                let got = inflate_range(&mut gz2, from, to, total).unwrap();
+                assert!(got.start() <= from && got.len() >= to);
+                assert!(got.get(from, to - from)[..] == data[from..to]);
+                assert!(gz2 == gz, "input not restored");
+            }
+        }
+        // (A range that ends with the stream has no block start after it.)
+        assert_eq!(taken, 6, "window method taken {taken}/6 times");
+    }
+
+    /// Damage anywhere never panics: a range comes back at the size asked
+    /// for, or not at all.
+    #[test]
+    fn damaged_streams_never_panic_in_the_window_method() {
+        let data = ct_with_noise(3 << 20, 4, 300);
+        let total = data.len();
+        let gz = gzip_libdeflate(&data, 6);
+        let (from, to) = (total * 7 / 10, total * 3 / 4);
+        for at in [
+            gz.len() / 3,
+            gz.len() * 2 / 3,
+            gz.len() * 9 / 10,
+            gz.len() - 6,
+        ] {
+            let mut bad = gz.clone();
+            bad[at] ^= 0x5a;
+            bad[at + 1] ^= 0xa5;
+            if let Some(got) = inflate_range(&mut bad, from, to, total) {
+                assert_eq!(got.get(from, to - from).len(), to - from);
+            }
+        }
+        // A trailer whose ISIZE does not match: not a stream of `total`.
+        let mut short = gz.clone();
+        let n = short.len();
+        short[n - 4] ^= 1;
+        let start = deflate_offset(&short).unwrap();
+        assert!(inflate_window(&short[start..], from, to, total, 8, 8 * (n / 2)).is_none());
+    }
+
     /// The decoder alone, from the start of a stream (no markers), matches
     /// the data: fixed, dynamic and stored blocks.
     #[test]
@@ -1239,7 +1675,7 @@ mod tests {
             let start = deflate_offset(&gz).unwrap();
             let mut out = vec![0u16; WINDOW + expect.len() + ROOM];
             let target = AtomicUsize::new(expect.len());
-            let tail = decode_from(&gz[start..], 0, &mut out, 0, &target).unwrap();
+            let tail = decode_from(&gz[start..], 0, &mut out, 0, &target, None).unwrap();
             assert_eq!(tail.len(), expect.len(), "level {level}");
             let mut got: Vec<u8> = out[WINDOW..WINDOW + tail.cells]
                 .iter()
