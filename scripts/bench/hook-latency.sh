@@ -11,7 +11,9 @@
 # After the measured run it prints the CPU time per hook of the server, of
 # PostgreSQL's processes and of everything else (from /proc), so a change can
 # be judged by where the CPU goes and not only by latency. --perf FILE also
-# samples the server with `perf record -g` during the measured run.
+# samples the server with `perf record -g` during the measured run
+# (PERF_CALLGRAPH="--call-graph dwarf,16384" for call chains through code
+# built without frame pointers).
 #
 # --new-notes N: instead of wrk, N sequential hooks whose 3 notes are all new
 # (embedded inline), then the same N again with the notes cached
@@ -85,7 +87,7 @@ curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null || { cat "$work/server.log"
 
 URL="http://127.0.0.1:$PORT/cds-services/cachexia-risk"
 # The JWT `aud` is this URL (derived from the Host header in the demo profile).
-"$BIN" dev-token --aud "$URL" --count 2000 >"$work/warmup-tokens"
+"$BIN" dev-token --aud "$URL" --count 8000 >"$work/warmup-tokens"
 "$BIN" dev-token --aud "$URL" --count "$TOKENS" >"$work/tokens"
 
 # Sanity: one request answers 200 with a card.
@@ -119,7 +121,7 @@ child_cpu() { awk 'NR == 2 { gsub(/[ms]/, " "); print $1 * 60 + $2 + $3 * 60 + $
 times >"$work/times0"
 s0=$(ticks "$server") p0=$(pg_ticks) a0=$(all_ticks) w0=$(child_cpu "$work/times0")
 if [ -n "$PERF" ]; then
-  perf record -F 499 -g -p "$server" -o "$PERF" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
+  perf record -F 499 ${PERF_CALLGRAPH:--g} -p "$server" -o "$PERF" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
   perf_pid=$!
 fi
 BENCH_TOKENS="$work/tokens" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s scripts/bench/hook.lua "$URL" | tee "$work/wrk.txt"

@@ -52,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outcomes",
         include_str!("../../migrations/postgres/0005_outcomes.sql"),
     ),
+    (
+        6,
+        "lz4 toast",
+        include_str!("../../migrations/postgres/0006_lz4_toast.sql"),
+    ),
 ];
 
 fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {

@@ -267,6 +267,23 @@ async fn migrating_twice_changes_nothing(db: &mut TestDb) {
 
     assert_eq!(db.count("invocations").await, 1);
     db.store.ping().await.unwrap();
+
+    // Migration 6: the snapshot's TOAST compression is lz4 wherever the
+    // server has it (a table declared with it tells).
+    if let Store::Postgres(s) = &db.store {
+        let lz4 = sqlx::query("CREATE TEMP TABLE lz4_probe (j jsonb COMPRESSION lz4)")
+            .execute(s.pool())
+            .await
+            .is_ok();
+        let method: String = sqlx::query_scalar(
+            "SELECT attcompression::text FROM pg_attribute \
+             WHERE attrelid = 'predictions'::regclass AND attname = 'features'",
+        )
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+        assert_eq!(method, if lz4 { "l" } else { "" });
+    }
 }
 
 fn spool_dir() -> tempfile::TempDir {

@@ -30,6 +30,18 @@ pub struct Config {
 }
 
 impl Config {
+    /// A model small enough for tests to build and train in milliseconds.
+    #[cfg(test)]
+    pub(crate) fn tiny(n_layers: usize, input_dims: [usize; 5]) -> Self {
+        Self {
+            d_model: 8,
+            n_heads: 2,
+            n_layers,
+            d_ff: 16,
+            input_dims,
+        }
+    }
+
     /// The shipped size: d = 32, 2 layers, 4 heads (~25k parameters, of
     /// which the notes encoder's 384 × 32 projection is half).
     pub fn small(input_dims: [usize; 5]) -> Self {
@@ -91,14 +103,18 @@ impl Attention {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.out.forward(&self.mix(x)?)
+    }
+
+    /// Attention before the output projection: (B, T, d), heads side by side.
+    fn mix(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let qkv = self.qkv.forward(x)?;
         if !qkv.track_op() && qkv.device().is_cpu() && qkv.dtype() == DType::F32 {
-            let y = qkv.contiguous()?.apply_op1_no_bwd(&TokenAttention {
+            return qkv.contiguous()?.apply_op1_no_bwd(&TokenAttention {
                 n_heads: self.n_heads,
                 head_dim: self.head_dim,
-            })?;
-            return self.out.forward(&y);
+            });
         }
         let qkv = qkv
             .reshape((b, t, 3, self.n_heads, self.head_dim))?
@@ -117,8 +133,7 @@ impl Attention {
             * scale)?; // (B, H, T, T)
         let att = ops::softmax_last_dim(&att)?;
         let y = att.unsqueeze(4)?.broadcast_mul(&v.unsqueeze(2)?)?.sum(3)?; // (B, H, T, hd)
-        let y = y.transpose(1, 2)?.contiguous()?.reshape((b, t, d))?;
-        self.out.forward(&y)
+        y.transpose(1, 2)?.contiguous()?.reshape((b, t, d))
     }
 }
 
@@ -213,6 +228,22 @@ impl Block {
         // `ops` keeps the gradient through LayerNorm and GELU while
         // training; candle-nn's fused LayerNorm would drop it.
         let x = (x + self.attn.forward(&ops::layer_norm(&self.ln1, x)?)?)?;
+        self.feed_forward(x)
+    }
+
+    /// The block's output for the first (CLS) token only, (B, 1, d): all
+    /// the head reads after the last block. Every token's keys and values
+    /// still come in, but the output projection and the feed-forward run on
+    /// one token of six: the same numbers, a fifth fewer multiply-adds per
+    /// row (each output row of a block depends on its own attention row).
+    fn forward_first(&self, x: &Tensor) -> Result<Tensor> {
+        let mixed = self.attn.mix(&ops::layer_norm(&self.ln1, x)?)?;
+        let first = |t: &Tensor| t.narrow(1, 0, 1);
+        let x = (first(x)? + self.attn.out.forward(&first(&mixed)?)?)?;
+        self.feed_forward(x)
+    }
+
+    fn feed_forward(&self, x: Tensor) -> Result<Tensor> {
         let h = self.ff1.forward(&ops::layer_norm(&self.ln2, &x)?)?;
         let h = self.ff2.forward(&ops::gelu_erf(&h)?)?;
         x + h
@@ -263,10 +294,49 @@ impl CachexiaFusion {
             tokens.push(enc.forward(&batch.x[i], &batch.present[i])?.unsqueeze(1)?);
         }
         let mut x = Tensor::cat(&tokens, 1)?.to_dtype(DType::F32)?;
-        for block in &self.blocks {
-            x = block.forward(&x)?;
+        if let Some((last, rest)) = self.blocks.split_last() {
+            for block in rest {
+                x = block.forward(&x)?;
+            }
+            x = last.forward_first(&x)?;
         }
         let cls = ops::layer_norm(&self.ln_f, &x.narrow(1, 0, 1)?.squeeze(1)?)?;
         self.head.forward(&cls)?.squeeze(D::Minus1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use candle_nn::VarMap;
+
+    /// The last block on the CLS token alone gives the first row of the
+    /// full block exactly, on the inference path (token-attention op) and
+    /// while a gradient is tracked (composed ops).
+    #[test]
+    fn block_on_the_first_token_equals_the_full_block_row() {
+        let dev = Device::Cpu;
+        let cfg = Config::tiny(1, [1; 5]);
+        let varmap = VarMap::new();
+        let trained =
+            Block::load(VarBuilder::from_varmap(&varmap, DType::F32, &dev), &cfg).unwrap();
+        let frozen: std::collections::HashMap<String, Tensor> = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect();
+        let frozen = Block::load(VarBuilder::from_tensors(frozen, DType::F32, &dev), &cfg).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (3, 6, 8), &dev).unwrap();
+        for (block, tracking) in [(&frozen, false), (&trained, true)] {
+            let full = block.forward(&x).unwrap().narrow(1, 0, 1).unwrap();
+            let first = block.forward_first(&x).unwrap();
+            assert_eq!(first.dims(), &[3, 1, 8]);
+            assert_eq!(first.track_op(), tracking);
+            let diff = ops::max_abs_diff(&first, &full);
+            assert!(diff < 1e-6, "tracking {tracking}: differs by {diff}");
+        }
     }
 }

@@ -371,13 +371,7 @@ fn every_parameter_gets_a_gradient_and_inference_matches_training() {
     use rand::SeedableRng;
 
     let dev = Device::Cpu;
-    let cfg = Config {
-        d_model: 8,
-        n_heads: 2,
-        n_layers: 2,
-        d_ff: 16,
-        input_dims: input_dims(),
-    };
+    let cfg = Config::tiny(2, input_dims());
     let varmap = VarMap::new();
     let model =
         CachexiaFusion::load(VarBuilder::from_varmap(&varmap, DType::F32, &dev), &cfg).unwrap();
