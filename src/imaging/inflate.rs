@@ -1004,6 +1004,13 @@ fn decode_from(
     }
 }
 
+/// Where output byte `x` of `total` is expected among `compressed` bytes,
+/// assuming an even compression ratio along the stream (both methods place
+/// their block searches by it and leave room for the ratio varying).
+fn position_estimate(compressed: usize, x: usize, total: usize) -> usize {
+    (compressed as f64 * x.min(total) as f64 / total.max(1) as f64) as usize
+}
+
 /// Bytes past the last one wanted that a prefix inflate must have room for.
 ///
 /// libdeflate inflates into the caller's buffer strictly in order and checks
@@ -1061,12 +1068,12 @@ fn libdeflate_raw(input: &[u8], out: &mut [u8]) -> First {
 /// stream of `total` bytes), or `None` when the two-part decode cannot be
 /// used (see the module docs). `gz` is patched while the first part is
 /// decoded and restored before this returns.
-pub fn inflate_prefix(gz: &mut [u8], needed: usize, total: usize) -> Option<Prefix> {
+pub fn inflate_prefix(gz: &mut [u8], needed: usize, total: usize) -> Option<Inflated> {
     let start = deflate_offset(gz)?;
     let deflate = &mut gz[start..];
     // The split: libdeflate gets the larger share of the compressed bytes
     // the prefix spans, assuming an even ratio along the stream.
-    let span = (deflate.len() as f64 * needed as f64 / total.max(1) as f64) as usize;
+    let span = position_estimate(deflate.len(), needed, total);
     let from = (span as f64 * SPLIT) as usize * 8;
     let mut second = pages::zeroed::<u16>(WINDOW + needed + ROOM);
     // zlib ends a block every 16 Ki symbols (default memLevel): a few tens
@@ -1105,13 +1112,13 @@ pub fn inflate_prefix(gz: &mut [u8], needed: usize, total: usize) -> Option<Pref
     let written = match one {
         First::Full => {
             // The prefix ended before the split: libdeflate alone has it.
-            return Some(Prefix::whole(first, needed));
+            return Some(Inflated::whole(first, needed));
         }
         First::Ended(read, written) if read == expect_in => written,
         _ => return None,
     };
     if written >= needed {
-        return Some(Prefix::whole(first, needed));
+        return Some(Inflated::whole(first, needed));
     }
     let want = needed - written;
     let two = two.ok()?;
@@ -1146,7 +1153,7 @@ pub fn inflate_prefix(gz: &mut [u8], needed: usize, total: usize) -> Option<Pref
     // What the second part decoded as bytes stays where it is: copying it
     // behind the first part would write (and page-fault) megabytes that a
     // reader of a small region never looks at.
-    Some(Prefix {
+    Some(Inflated {
         start: 0,
         head_len: written + ncells,
         head: first,
@@ -1180,9 +1187,6 @@ impl BitWriter {
         self.put(code.reverse_bits() >> (32 - len), len);
     }
 }
-
-/// Bytes of stand-in window that [`length_to_end`] puts before a stream.
-const STAND_IN: usize = WINDOW + 1;
 
 /// Output length from the block header at `bit` to the end of the DEFLATE
 /// data `data` (whose final block must end in its last byte), inflated by
@@ -1236,7 +1240,8 @@ fn length_to_end(data: &[u8], bit: usize, max: usize) -> Option<usize> {
         input[last] |= *data.get(q)? & !((1u8 << r) - 1);
         input.extend_from_slice(data.get(q + 1..)?);
     }
-    let preamble_out = STAND_IN - 1 + a;
+    // The stand-in window and the `a` literals.
+    let preamble_out = WINDOW + a;
     // One byte of room: a stream longer than `max` ends in InsufficientSpace.
     let mut out = pages::zeroed::<u8>(preamble_out + max + 1);
     match libdeflate_raw(&input, &mut out) {
@@ -1263,7 +1268,7 @@ const LEAD: usize = 1 << 20;
 /// offsets at which the two block searches start (`None` when inflating
 /// the prefix is estimated to be cheaper).
 fn window_plan(body: usize, from: usize, to: usize, total: usize) -> Option<(usize, usize)> {
-    let at = |x: usize| (body as f64 * x.min(total) as f64 / total.max(1) as f64) as usize;
+    let at = |x: usize| position_estimate(body, x, total);
     let b1 = at(from.saturating_sub(LEAD));
     // Balance the two threads: the first decodes b1..b2, the second
     // measures b2..end; b2 also leaves room past `to` for the ratio varying.
@@ -1299,7 +1304,7 @@ fn window_plan(body: usize, from: usize, to: usize, total: usize) -> Option<(usi
 /// decodes goes unnoticed here, and the window method reads the whole rest
 /// of the stream to place the range, so damage after the range can shift
 /// it (a changed length code) where the prefix method would not be affected.
-pub fn inflate_range(gz: &mut [u8], from: usize, to: usize, total: usize) -> Option<Prefix> {
+pub fn inflate_range(gz: &mut [u8], from: usize, to: usize, total: usize) -> Option<Inflated> {
     let start = deflate_offset(gz)?;
     let body = (gz.len() - start).saturating_sub(8);
     if let Some((b1, b2)) = window_plan(body, from, to, total)
@@ -1319,7 +1324,7 @@ fn inflate_window(
     total: usize,
     b1: usize,
     b2: usize,
-) -> Option<Prefix> {
+) -> Option<Inflated> {
     let n = deflate.len();
     if n < 16 || u32::from_le_bytes(deflate[n - 4..].try_into().ok()?) != total as u32 {
         return None;
@@ -1363,7 +1368,7 @@ fn inflate_window(
         return None;
     }
     let head: Vec<u8> = in_cells.iter().map(|&c| c as u8).collect();
-    Some(Prefix {
+    Some(Inflated {
         start: from,
         head_len: head.len(),
         head,
@@ -1376,7 +1381,7 @@ fn inflate_window(
 /// Inflated bytes `start..len` of a stream: the first `head_len` in `head`,
 /// the rest (if any) in `tail` from `tail_at` on.
 #[derive(Debug)]
-pub struct Prefix {
+pub struct Inflated {
     start: usize,
     head: Vec<u8>,
     head_len: usize,
@@ -1385,7 +1390,7 @@ pub struct Prefix {
     len: usize,
 }
 
-impl Prefix {
+impl Inflated {
     fn whole(head: Vec<u8>, len: usize) -> Self {
         Self {
             start: 0,

@@ -1040,7 +1040,7 @@ fn gunzip_two_cores(
     bytes: &mut [u8],
     h: &NrrdHeader,
     region: &[Range<usize>; 3],
-) -> Option<SkippedPrefix> {
+) -> Option<SkippedInflated> {
     if h.encoding != Encoding::Gzip {
         return None;
     }
@@ -1060,7 +1060,7 @@ fn gunzip_two_cores(
         skip + needed,
         skip + total,
     )?;
-    Some(SkippedPrefix { prefix, skip })
+    Some(SkippedInflated { prefix, skip })
 }
 
 /// Sample bytes of a volume from its first slice on, as [`fill`] reads them
@@ -1076,12 +1076,12 @@ impl SampleBytes for [u8] {
 }
 
 /// A two-core prefix or window after the header's `byte skip`.
-struct SkippedPrefix {
-    prefix: inflate::Prefix,
+struct SkippedInflated {
+    prefix: inflate::Inflated,
     skip: usize,
 }
 
-impl SampleBytes for SkippedPrefix {
+impl SampleBytes for SkippedInflated {
     fn bytes(&self, start: usize, len: usize) -> std::borrow::Cow<'_, [u8]> {
         self.prefix.get(self.skip + start, len)
     }
