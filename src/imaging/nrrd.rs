@@ -297,9 +297,57 @@ pub fn read_nrrd_mask_cropped(path: &Path, label: i64) -> Result<Option<CroppedM
                 rows.feed(i, row);
             }
         }
+        Encoding::Gzip if label != 0 => {
+            match sparse_rows(&bytes, &header, LabelRows::new(&header, label)) {
+                Some(sparse) => rows = sparse,
+                None => stream_rows(path, &bytes, &header, |i, row| rows.feed(i, row))?,
+            }
+        }
         _ => stream_rows(path, &bytes, &header, |i, row| rows.feed(i, row))?,
     }
     Ok(rows.finish(header))
+}
+
+/// The label's rows of a gzip label map from [`inflate::inflate_sparse`],
+/// which never writes the background's zero bytes: only rows with a
+/// non-zero byte reach `rows` (a row of zeros holds no label but 0, which
+/// the caller sends elsewhere). `None` where that decoder does not apply
+/// (several gzip members, damaged or short data): [`stream_rows`] then
+/// reads it, or says what is wrong.
+fn sparse_rows(bytes: &[u8], h: &NrrdHeader, mut rows: LabelRows) -> Option<LabelRows> {
+    let gz = skip_lines(&bytes[h.data_offset..], h.line_skip);
+    let skip = h.byte_skip.unwrap_or(0);
+    let total = h.voxel_count() * h.sample_type.size();
+    let row_bytes = h.dims[0] * h.sample_type.size();
+    let end = skip + total;
+    let mut row = vec![0u8; row_bytes];
+    let mut current: Option<usize> = None;
+    let produced = inflate::inflate_sparse(gz, |mut at, mut part| {
+        if at < skip {
+            let cut = (skip - at).min(part.len());
+            (at, part) = (at + cut, &part[cut..]);
+        }
+        while !part.is_empty() && at < end {
+            let (index, x) = ((at - skip) / row_bytes, (at - skip) % row_bytes);
+            if current != Some(index) {
+                if let Some(done) = current {
+                    rows.feed(done, &row);
+                    row.fill(0);
+                }
+                current = Some(index);
+            }
+            let n = part.len().min(row_bytes - x).min(end - at);
+            row[x..x + n].copy_from_slice(&part[..n]);
+            (at, part) = (at + n, &part[n..]);
+        }
+    })?;
+    if produced < end {
+        return None;
+    }
+    if let Some(done) = current {
+        rows.feed(done, &row);
+    }
+    Some(rows)
 }
 
 /// The rows of a label map that hold one label, collected while its samples
@@ -1674,6 +1722,52 @@ mod tests {
             matches!(err, NrrdError::Gzip { .. } | NrrdError::Truncated { .. }),
             "{err}"
         );
+    }
+
+    /// The zero-skipping mask decoder keeps exactly the rows (and flags)
+    /// that streaming every row keeps, for 8- to 32-bit samples, with the
+    /// labelled voxels at row ends and another label beside them; and it is
+    /// the path taken (not the fallback).
+    #[test]
+    fn sparse_mask_rows_equal_the_streamed_rows() {
+        let (_d, path) = tmp("sparse.nrrd");
+        let [nx, ny, nz] = [64usize, 33, 40];
+        let dims = [nx, ny, nz];
+        let spacing = [1.0, 1.0, 2.0];
+        let marks = [
+            (0, 0, 0, 1),
+            (63, 32, 39, 1),
+            (5, 7, 20, 2),
+            (6, 7, 20, 1),
+            (63, 4, 9, 1),
+        ];
+        let check = |path: &Path| {
+            let bytes = std::fs::read(path).unwrap();
+            let h = parse_header(path, &bytes).unwrap();
+            let sparse = sparse_rows(&bytes, &h, LabelRows::new(&h, 1)).expect("sparse path taken");
+            let mut streamed = LabelRows::new(&h, 1);
+            stream_rows(path, &bytes, &h, |i, row| streamed.feed(i, row)).unwrap();
+            assert_eq!(sparse.rows, streamed.rows);
+            assert_eq!(sparse.flags, streamed.flags);
+            assert_eq!(sparse.rows.len(), 4);
+        };
+        let mut u8s = Volume::new(vec![0u8; nx * ny * nz], dims, spacing);
+        let mut i16s = Volume::new(vec![0i16; nx * ny * nz], dims, spacing);
+        let mut f32s = Volume::new(vec![0f32; nx * ny * nz], dims, spacing);
+        for (x, y, z, l) in marks {
+            let i = u8s.index(x, y, z);
+            u8s.data[i] = l as u8;
+            i16s.data[i] = l as i16;
+            f32s.data[i] = l as f32;
+        }
+        // Negative zero is a non-zero byte pattern but not the label.
+        f32s.data[17] = -0.0;
+        write_nrrd(&path, &u8s, true).unwrap();
+        check(&path);
+        write_nrrd(&path, &i16s, true).unwrap();
+        check(&path);
+        write_nrrd(&path, &f32s, true).unwrap();
+        check(&path);
     }
 
     /// A CT-sized cropped read (prefix over `TWO_CORE_MIN_BYTES`, so the
