@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use super::inputs::{
     Encoded, MODALITIES, ModalityBatch, RawInputs, Standardizer, continuous_names, key,
 };
-use super::model::{CachexiaFusion, Config};
+use super::model::{CachexiaFusion, Config, StackedFusion};
 use crate::features::cachexia::Modality;
 
 pub const MODEL_ID: &str = "cachexia-fusion";
@@ -166,6 +166,8 @@ pub struct Factor {
 pub struct CachexiaEnsemble {
     pub meta: ModelMeta,
     members: Vec<CachexiaFusion>,
+    /// The members stacked for inference (one pass for all of them).
+    stacked: StackedFusion,
     device: Device,
     /// sha256 over `model.json` (without recorded metrics) and the member files.
     pub digest: String,
@@ -220,6 +222,7 @@ impl CachexiaEnsemble {
             members.push(CachexiaFusion::load(vb, &meta.config)?);
         }
         Ok(Self {
+            stacked: StackedFusion::new(&members)?,
             meta,
             members,
             device,
@@ -228,13 +231,14 @@ impl CachexiaEnsemble {
     }
 
     /// From members already in memory (training, tests).
-    pub fn from_parts(meta: ModelMeta, members: Vec<CachexiaFusion>) -> Self {
-        Self {
+    pub fn from_parts(meta: ModelMeta, members: Vec<CachexiaFusion>) -> candle_core::Result<Self> {
+        Ok(Self {
+            stacked: StackedFusion::new(&members)?,
             meta,
             members,
             device: Device::Cpu,
             digest: String::new(),
-        }
+        })
     }
 
     /// `<version>+<first 8 hex of the digest>`.
@@ -255,19 +259,44 @@ impl CachexiaEnsemble {
         }
     }
 
-    /// Member logits, `[member][row]`, in batches of 48 rows: every tensor
-    /// then stays under the size (64k elements) at which candle's CPU backend
-    /// hands element-wise work to its spinning thread pool, which on a busy
+    /// Member logits, `[member][row]`, all members in one pass
+    /// ([`StackedFusion`]), in batches small enough that every tensor stays
+    /// under the size (64k elements) at which candle's CPU backend hands
+    /// element-wise work to its spinning thread pool, which on a busy
     /// machine made batched inference several times slower.
     pub fn member_logits(&self, rows: &[&Encoded]) -> candle_core::Result<Vec<Vec<f32>>> {
         let mut out = vec![Vec::with_capacity(rows.len()); self.members.len()];
-        for chunk in rows.chunks(48) {
+        if rows.is_empty() {
+            return Ok(out);
+        }
+        // Widest activation per row: every member's six tokens × the qkv
+        // projection or the feed-forward hidden layer.
+        let c = &self.meta.config;
+        let per_row = self.members.len() * 6 * (3 * c.d_model).max(c.d_ff);
+        let most = ((64 * 1024 - 1) / per_row.max(1)).max(1);
+        let batches = rows.len().div_ceil(most);
+        for chunk in rows.chunks(rows.len().div_ceil(batches)) {
             let batch = ModalityBatch::new(chunk, &self.device)?;
-            for (m, member) in self.members.iter().enumerate() {
-                out[m].extend(member.forward(&batch)?.to_vec1::<f32>()?);
+            let logits = self.stacked.forward(&batch)?.to_vec2::<f32>()?;
+            for (o, l) in out.iter_mut().zip(logits) {
+                o.extend(l);
             }
         }
         Ok(out)
+    }
+
+    /// Member logits one member at a time ([`CachexiaFusion::forward`]):
+    /// what [`Self::member_logits`] computes, unstacked (tests).
+    #[cfg(test)]
+    pub(crate) fn member_logits_unstacked(
+        &self,
+        rows: &[&Encoded],
+    ) -> candle_core::Result<Vec<Vec<f32>>> {
+        let batch = ModalityBatch::new(rows, &self.device)?;
+        self.members
+            .iter()
+            .map(|m| m.forward(&batch)?.to_vec1::<f32>())
+            .collect()
     }
 
     /// Calibrated ensemble probability per row, and each member's.

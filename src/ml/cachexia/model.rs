@@ -305,6 +305,264 @@ impl CachexiaFusion {
     }
 }
 
+/// Every member of an ensemble in one forward pass, for inference: their
+/// weights stacked on a leading member axis, so that each layer is one
+/// batched matmul or one op for all members instead of one per member.
+/// A member has ~25k parameters and a hook scores a few dozen rows, so a
+/// forward is mostly per-op overhead (allocation, dispatch: ~60 candle ops
+/// per member); stacking divides the op count by the ensemble size and
+/// leaves the arithmetic as it was (`stacked_forward_equals_each_member`).
+/// Built from loaded members; not for training (nothing is tracked).
+pub struct StackedFusion {
+    members: usize,
+    encoders: Vec<StackedEncoder>,
+    /// (M, 1, d).
+    cls: Tensor,
+    blocks: Vec<StackedBlock>,
+    ln_f: StackedNorm,
+    head: StackedLinear,
+    attention: TokenAttention,
+}
+
+/// A linear layer per member: `wt` (M, in, out), `b` (M, 1, out).
+struct StackedLinear {
+    wt: Tensor,
+    b: Tensor,
+}
+
+impl StackedLinear {
+    fn new(layers: &[&Linear]) -> Result<Self> {
+        let wt = layers
+            .iter()
+            .map(|l| l.weight().detach().t())
+            .collect::<Result<Vec<_>>>()?;
+        let b = layers
+            .iter()
+            .map(|l| match l.bias() {
+                Some(b) => b.detach().unsqueeze(0),
+                None => Tensor::zeros((1, l.weight().dim(0)?), DType::F32, l.weight().device()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            wt: Tensor::stack(&wt, 0)?.contiguous()?,
+            b: Tensor::stack(&b, 0)?,
+        })
+    }
+
+    /// (M, B, T, in) → (M, B, T, out).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (m, b, t, d) = x.dims4()?;
+        let y = x
+            .reshape((m, b * t, d))?
+            .matmul(&self.wt)?
+            .broadcast_add(&self.b)?;
+        y.reshape((m, b, t, ()))
+    }
+}
+
+/// A LayerNorm per member: the fused kernel with unit scale and zero
+/// shift, then each member's own (M, 1, 1, d) scale and shift.
+struct StackedNorm {
+    weight: Tensor,
+    bias: Tensor,
+    unit: Tensor,
+    zero: Tensor,
+    eps: f32,
+}
+
+impl StackedNorm {
+    fn new(norms: &[&LayerNorm]) -> Result<Self> {
+        let first = norms[0].weight();
+        let stack = |f: &dyn Fn(&LayerNorm) -> Result<Tensor>| -> Result<Tensor> {
+            let parts = norms
+                .iter()
+                .map(|n| f(n)?.detach().reshape((1, 1, ())))
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::stack(&parts, 0)
+        };
+        Ok(Self {
+            weight: stack(&|n| Ok(n.weight().clone()))?,
+            bias: stack(&|n| match n.bias() {
+                Some(b) => Ok(b.clone()),
+                None => n.weight().zeros_like(),
+            })?,
+            unit: first.ones_like()?.detach(),
+            zero: first.zeros_like()?.detach(),
+            eps: norms[0].eps() as f32,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::layer_norm(x, &self.unit, &self.zero, self.eps)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// The modality encoders: `fc1` as one matmul for all members (the input
+/// is shared: their weights side by side, (in, M·d)), the rest per member.
+struct StackedEncoder {
+    fc1_wt: Tensor,
+    fc1_b: Tensor,
+    fc2: StackedLinear,
+    /// (M, 1, 1, d) each.
+    missing: Tensor,
+    type_embedding: Tensor,
+}
+
+impl StackedEncoder {
+    fn new(encoders: &[&ModalityEncoder]) -> Result<Self> {
+        let cat = |f: &dyn Fn(&ModalityEncoder) -> Result<Tensor>, dim: usize| -> Result<Tensor> {
+            let parts = encoders.iter().map(|e| f(e)).collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&parts, dim)?.contiguous()
+        };
+        let per_member = |f: &dyn Fn(&ModalityEncoder) -> &Tensor| -> Result<Tensor> {
+            let parts = encoders
+                .iter()
+                .map(|e| f(e).detach().reshape((1, 1, ())))
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::stack(&parts, 0)
+        };
+        let fc2 = encoders.iter().map(|e| &e.fc2).collect::<Vec<_>>();
+        Ok(Self {
+            fc1_wt: cat(&|e| e.fc1.weight().detach().t(), 1)?,
+            fc1_b: cat(
+                &|e| match e.fc1.bias() {
+                    Some(b) => b.detach().unsqueeze(0),
+                    None => Tensor::zeros(
+                        (1, e.fc1.weight().dim(0)?),
+                        DType::F32,
+                        e.fc1.weight().device(),
+                    ),
+                },
+                1,
+            )?,
+            fc2: StackedLinear::new(&fc2)?,
+            missing: per_member(&|e| &e.missing)?,
+            type_embedding: per_member(&|e| &e.type_embedding)?,
+        })
+    }
+
+    /// `x`: (B, in), `present`: (B, 1) of 0/1 → (M, B, 1, d). The token is
+    /// chosen, not blended (`where_cond`): with 0/1 weights the blend of
+    /// [`ModalityEncoder::forward`] gives exactly the chosen vector.
+    fn forward(&self, x: &Tensor, present: &Tensor, m: usize) -> Result<Tensor> {
+        let b = x.dim(0)?;
+        let h = ops::gelu_erf(&x.matmul(&self.fc1_wt)?.broadcast_add(&self.fc1_b)?)?;
+        let h = h.reshape((b, m, 1, ()))?.transpose(0, 1)?.contiguous()?;
+        let h = self.fc2.forward(&h)?;
+        let shape = h.shape().clone();
+        let chosen = present
+            .to_dtype(DType::U8)?
+            .reshape((1, b, 1, 1))?
+            .broadcast_as(&shape)?
+            .where_cond(&h, &self.missing.broadcast_as(&shape)?)?;
+        chosen.broadcast_add(&self.type_embedding)
+    }
+}
+
+struct StackedBlock {
+    ln1: StackedNorm,
+    qkv: StackedLinear,
+    out: StackedLinear,
+    ln2: StackedNorm,
+    ff1: StackedLinear,
+    ff2: StackedLinear,
+}
+
+impl StackedBlock {
+    fn new(blocks: &[&Block]) -> Result<Self> {
+        let pick = |f: &dyn Fn(&Block) -> &Linear| {
+            StackedLinear::new(&blocks.iter().map(|b| f(b)).collect::<Vec<_>>())
+        };
+        let norm = |f: &dyn Fn(&Block) -> &LayerNorm| {
+            StackedNorm::new(&blocks.iter().map(|b| f(b)).collect::<Vec<_>>())
+        };
+        Ok(Self {
+            ln1: norm(&|b| &b.ln1)?,
+            qkv: pick(&|b| &b.attn.qkv)?,
+            out: pick(&|b| &b.attn.out)?,
+            ln2: norm(&|b| &b.ln2)?,
+            ff1: pick(&|b| &b.ff1)?,
+            ff2: pick(&|b| &b.ff2)?,
+        })
+    }
+
+    /// (M, B, T, d) → (M, B, T, d), or (M, B, 1, d) with `first_only`
+    /// (as [`Block::forward_first`]).
+    fn forward(&self, x: &Tensor, attention: &TokenAttention, first_only: bool) -> Result<Tensor> {
+        let (m, b, t, d) = x.dims4()?;
+        let qkv = self.qkv.forward(&self.ln1.forward(x)?)?;
+        let mixed = qkv
+            .reshape((m * b, t, 3 * d))?
+            .apply_op1_no_bwd(attention)?
+            .reshape((m, b, t, d))?;
+        let x = if first_only {
+            let first = |t: &Tensor| t.narrow(2, 0, 1)?.contiguous();
+            (first(x)? + self.out.forward(&first(&mixed)?)?)?
+        } else {
+            (x + self.out.forward(&mixed)?)?
+        };
+        let h = self.ff1.forward(&self.ln2.forward(&x)?)?;
+        let h = self.ff2.forward(&ops::gelu_erf(&h)?)?;
+        x + h
+    }
+}
+
+impl StackedFusion {
+    pub fn new(members: &[CachexiaFusion]) -> Result<Self> {
+        let Some(first) = members.first() else {
+            candle_core::bail!("no members to stack");
+        };
+        let n_heads = first.blocks.first().map_or(1, |b| b.attn.n_heads);
+        let d = first.cls.dim(0)?;
+        let encoders = (0..first.encoders.len())
+            .map(|i| {
+                StackedEncoder::new(&members.iter().map(|m| &m.encoders[i]).collect::<Vec<_>>())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let blocks = (0..first.blocks.len())
+            .map(|i| StackedBlock::new(&members.iter().map(|m| &m.blocks[i]).collect::<Vec<_>>()))
+            .collect::<Result<Vec<_>>>()?;
+        let cls = members
+            .iter()
+            .map(|m| m.cls.detach().reshape((1, 1, d)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            members: members.len(),
+            encoders,
+            cls: Tensor::stack(&cls, 0)?,
+            blocks,
+            ln_f: StackedNorm::new(&members.iter().map(|m| &m.ln_f).collect::<Vec<_>>())?,
+            head: StackedLinear::new(&members.iter().map(|m| &m.head).collect::<Vec<_>>())?,
+            attention: TokenAttention {
+                n_heads,
+                head_dim: d / n_heads,
+            },
+        })
+    }
+
+    /// Logits, shape (M, B): row m is member m's [`CachexiaFusion::forward`].
+    pub fn forward(&self, batch: &ModalityBatch) -> Result<Tensor> {
+        let (m, b) = (self.members, batch.len());
+        let d = self.cls.dim(D::Minus1)?;
+        // Contiguous parts: candle then concatenates by copying blocks; its
+        // other path returns a transposed view, which the fused LayerNorm
+        // refuses.
+        let mut tokens = vec![self.cls.broadcast_as((m, b, 1, d))?.contiguous()?];
+        for (i, enc) in self.encoders.iter().enumerate() {
+            tokens.push(enc.forward(&batch.x[i], &batch.present[i], m)?);
+        }
+        let mut x = Tensor::cat(&tokens, 2)?.contiguous()?;
+        let last = self.blocks.len().saturating_sub(1);
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(&x, &self.attention, i == last)?;
+        }
+        let cls = self.ln_f.forward(&x.narrow(2, 0, 1)?.contiguous()?)?;
+        self.head.forward(&cls)?.reshape((m, b))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

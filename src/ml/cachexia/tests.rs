@@ -416,3 +416,79 @@ fn every_parameter_gets_a_gradient_and_inference_matches_training() {
         "inference differs from the training path by {diff}"
     );
 }
+
+/// All members stacked in one pass give each member's own logits, with one
+/// and two blocks (the last block runs on the CLS token alone), and on a
+/// batch larger than the ensemble's chunk size.
+#[test]
+fn stacked_forward_equals_each_member() {
+    use super::inputs::input_dims;
+    use super::model::{CachexiaFusion, Config, StackedFusion};
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+    use rand::SeedableRng;
+
+    let dev = Device::Cpu;
+    let batch = mixed_batch(&dev);
+    for layers in [1, 2] {
+        let cfg = Config::tiny(layers, input_dims());
+        let members: Vec<CachexiaFusion> = (0..3)
+            .map(|seed| {
+                let varmap = VarMap::new();
+                let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+                let model = CachexiaFusion::load(vb, &cfg).unwrap();
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                super::train::init_params(&varmap, &mut rng).unwrap();
+                // Detached copies: what a loaded model holds.
+                let tensors = varmap
+                    .data()
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+                    .collect();
+                drop(model);
+                CachexiaFusion::load(VarBuilder::from_tensors(tensors, DType::F32, &dev), &cfg)
+                    .unwrap()
+            })
+            .collect();
+        let stacked = StackedFusion::new(&members).unwrap();
+        let all = stacked.forward(&batch).unwrap();
+        assert_eq!(all.dims(), &[3, batch.len()]);
+        for (m, member) in members.iter().enumerate() {
+            let own = member.forward(&batch).unwrap();
+            let diff = crate::ml::ops::max_abs_diff(&all.get(m).unwrap(), &own);
+            assert!(
+                diff < 1e-5,
+                "{layers} layers, member {m}: differs by {diff}"
+            );
+        }
+    }
+}
+
+/// The ensemble's stacked, chunked inference equals the members one by
+/// one on a hook-sized set of rows (more than one chunk).
+#[test]
+fn ensemble_logits_equal_the_members_one_by_one() {
+    let ds = dataset(None);
+    let model = train(&ds, &tiny_options(4), None).unwrap();
+    let encoded: Vec<_> = ds
+        .examples
+        .iter()
+        .take(150)
+        .map(|e| model.meta.standardizer.encode(&e.raw))
+        .collect();
+    let rows: Vec<_> = encoded.iter().collect();
+    let stacked = model.member_logits(&rows).unwrap();
+    let single = model.member_logits_unstacked(&rows).unwrap();
+    assert_eq!(stacked.len(), single.len());
+    for (a, b) in stacked.iter().zip(&single) {
+        assert_eq!(a.len(), rows.len());
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "stacked logits differ by {worst}");
+    }
+}

@@ -422,7 +422,7 @@ pub fn train(
     Ok(CachexiaEnsemble::from_parts(
         meta,
         members.into_iter().map(|m| m.model).collect(),
-    ))
+    )?)
 }
 
 pub fn write_meta(dir: &Path, meta: &ModelMeta) -> std::io::Result<()> {
