@@ -42,6 +42,12 @@ impl PatientRecord {
     /// Add one resource (already separated from any Bundle). Unknown or
     /// unparsable resources are recorded in `skipped`, never fatal.
     pub fn add_resource(&mut self, location: &str, value: Value) {
+        self.add_resource_ref(location, &value);
+    }
+
+    /// [`Self::add_resource`] on a borrowed resource (read in place: a
+    /// hook's prefetch need not be copied to be parsed).
+    pub fn add_resource_ref(&mut self, location: &str, value: &Value) {
         let resource_type = value
             .get("resourceType")
             .and_then(Value::as_str)
@@ -131,8 +137,8 @@ impl PatientRecord {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
-    serde_json::from_value(value).map_err(|e| format!("not valid FHIR R4B: {e}"))
+fn parse<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, String> {
+    T::deserialize(value).map_err(|e| format!("not valid FHIR R4B: {e}"))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! queries for what prefetch lacks (CDS Hooks 2.0 §"Prefetch" and §"FHIR
 //! Resource Access"), all under the hook's deadline.
 
+use std::borrow::{Borrow, Cow};
 use std::collections::BTreeMap;
 use std::time::Instant as StdInstant;
 
@@ -71,7 +72,8 @@ pub async fn gather(
     deadline: Instant,
 ) -> Result<Gathered, GatherError> {
     let mut sources = BTreeMap::new();
-    let mut raw: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    // Prefetched resources are read where they are in the request.
+    let mut raw: BTreeMap<String, Vec<Cow<'_, Value>>> = BTreeMap::new();
     let mut to_fetch = Vec::new();
 
     for (key, spec) in specs {
@@ -128,7 +130,7 @@ pub async fn gather(
                                     truncated: f.truncated,
                                 },
                             );
-                            raw.insert(key, mine);
+                            raw.insert(key, mine.into_iter().map(Cow::Owned).collect());
                         }
                         Err(e) => {
                             tracing::warn!(key = %key, error = %e, "FHIR fetch failed");
@@ -188,8 +190,8 @@ pub async fn gather(
     let input_digest = digest(&raw);
     let mut record = PatientRecord::default();
     for (key, resources) in raw {
-        for (i, r) in resources.into_iter().enumerate() {
-            record.add_resource(&format!("{key}[{i}]"), r);
+        for (i, r) in resources.iter().enumerate() {
+            record.add_resource_ref(&format!("{key}[{i}]"), r);
         }
     }
     Ok(Gathered {
@@ -201,18 +203,18 @@ pub async fn gather(
 }
 
 /// A Bundle's entry resources, or the resource itself.
-fn split(v: &Value) -> Vec<Value> {
+fn split(v: &Value) -> Vec<Cow<'_, Value>> {
     if v.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
         v.get("entry")
             .and_then(Value::as_array)
             .map(|es| {
                 es.iter()
-                    .filter_map(|e| e.get("resource").cloned())
+                    .filter_map(|e| e.get("resource").map(Cow::Borrowed))
                     .collect()
             })
             .unwrap_or_default()
     } else {
-        vec![v.clone()]
+        vec![Cow::Borrowed(v)]
     }
 }
 
@@ -239,48 +241,66 @@ fn render_query(
 }
 
 /// sha256 hex over the canonical JSON (object keys sorted) of the inputs.
-pub fn digest(raw: &BTreeMap<String, Vec<Value>>) -> String {
-    let mut h = Sha256::new();
+pub fn digest<V: Borrow<Value>>(raw: &BTreeMap<String, Vec<V>>) -> String {
+    let mut h = HashWriter(Sha256::new());
     for (key, resources) in raw {
-        h.update(key.as_bytes());
-        h.update([0]);
+        h.0.update(key.as_bytes());
+        h.0.update([0]);
         for r in resources {
-            let mut s = String::new();
-            canonical(r, &mut s);
-            h.update(s.as_bytes());
-            h.update([0]);
+            canonical(r.borrow(), &mut h);
+            h.0.update([0]);
         }
     }
-    hex::encode(h.finalize())
+    hex::encode(h.0.finalize())
 }
 
-fn canonical(v: &Value, out: &mut String) {
+/// Feeds what is written into the hash: the canonical JSON is hashed as it
+/// is produced, never built as a string (a hook's prefetch is tens of KB).
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes `v` with object keys sorted; strings and numbers exactly as
+/// `serde_json` prints them (so digests stored before stay comparable).
+fn canonical(v: &Value, out: &mut HashWriter) {
     match v {
         Value::Object(o) => {
-            let mut keys: Vec<_> = o.keys().collect();
+            let mut keys: Vec<&String> = o.keys().collect();
             keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
+            out.0.update(b"{");
+            for (i, k) in keys.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.0.update(b",");
                 }
-                out.push_str(&Value::String((*k).clone()).to_string());
-                out.push(':');
+                // Writing into a hash cannot fail.
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.0.update(b":");
                 canonical(&o[k.as_str()], out);
             }
-            out.push('}');
+            out.0.update(b"}");
         }
         Value::Array(a) => {
-            out.push('[');
+            out.0.update(b"[");
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.0.update(b",");
                 }
                 canonical(x, out);
             }
-            out.push(']');
+            out.0.update(b"]");
         }
-        other => out.push_str(&other.to_string()),
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
 }
 
@@ -296,5 +316,50 @@ mod tests {
         let c = BTreeMap::from([("k".to_string(), vec![json!({"b": 3, "a": 1})])]);
         assert_eq!(digest(&a), digest(&b));
         assert_ne!(digest(&a), digest(&c));
+    }
+
+    /// The hash covers exactly the canonical text that digests were stored
+    /// from before it was hashed as written: sorted keys, serde_json's
+    /// escaping and number format, a 0 byte after the key and each resource.
+    #[test]
+    fn digest_is_the_sha256_of_the_canonical_text() {
+        fn text(v: &Value, out: &mut String) {
+            match v {
+                Value::Object(o) => {
+                    let mut keys: Vec<_> = o.keys().collect();
+                    keys.sort();
+                    out.push('{');
+                    for (i, k) in keys.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&Value::String((*k).clone()).to_string());
+                        out.push(':');
+                        text(&o[k.as_str()], out);
+                    }
+                    out.push('}');
+                }
+                Value::Array(a) => {
+                    out.push('[');
+                    for (i, x) in a.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        text(x, out);
+                    }
+                    out.push(']');
+                }
+                other => out.push_str(&other.to_string()),
+            }
+        }
+        let r = json!({"z": [1, 2.5, "a\"b\n\u{1}", null, true], "a": {"y": -0.0, "x": 1e300},
+            "é": "ü", "n": -17, "f": 0.1});
+        let raw = BTreeMap::from([("k".to_string(), vec![r.clone(), json!(7)])]);
+        let mut want = String::from("k\0");
+        text(&r, &mut want);
+        want.push_str("\u{0}7\u{0}");
+        let at = |k: &str| want.find(&format!("\"{k}\":")).unwrap();
+        assert!(at("a") < at("f") && at("f") < at("n") && at("n") < at("z") && at("x") < at("y"));
+        assert_eq!(digest(&raw), hex::encode(Sha256::digest(want.as_bytes())));
     }
 }

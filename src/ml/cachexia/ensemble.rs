@@ -16,10 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::inputs::{
-    Encoded, MODALITIES, ModalityBatch, RawInputs, Standardizer, continuous_names, key,
-};
-use super::model::{CachexiaFusion, Config, StackedFusion};
+use super::inputs::{Encoded, MODALITIES, RawInputs, Standardizer, continuous_names, key};
+use super::model::{CachexiaFusion, Config, StackedFusion, TokenBatch};
 use crate::features::cachexia::Modality;
 
 pub const MODEL_ID: &str = "cachexia-fusion";
@@ -276,7 +274,7 @@ impl CachexiaEnsemble {
         let most = ((64 * 1024 - 1) / per_row.max(1)).max(1);
         let batches = rows.len().div_ceil(most);
         for chunk in rows.chunks(rows.len().div_ceil(batches)) {
-            let batch = ModalityBatch::new(chunk, &self.device)?;
+            let batch = TokenBatch::new(chunk, &self.device)?;
             let logits = self.stacked.forward(&batch)?.to_vec2::<f32>()?;
             for (o, l) in out.iter_mut().zip(logits) {
                 o.extend(l);
@@ -292,7 +290,7 @@ impl CachexiaEnsemble {
         &self,
         rows: &[&Encoded],
     ) -> candle_core::Result<Vec<Vec<f32>>> {
-        let batch = ModalityBatch::new(rows, &self.device)?;
+        let batch = super::inputs::ModalityBatch::new(rows, &self.device)?;
         self.members
             .iter()
             .map(|m| m.forward(&batch)?.to_vec1::<f32>())

@@ -9,11 +9,11 @@
 //! `forward`. Tensor names follow `vb.pp(...)` so the safetensors written by
 //! training load back unchanged.
 
-use candle_core::{CpuStorage, CustomOp1, D, DType, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, D, DType, Device, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder, layer_norm, linear};
 use serde::{Deserialize, Serialize};
 
-use super::inputs::{MODALITIES, ModalityBatch, key};
+use super::inputs::{Encoded, MODALITIES, ModalityBatch, input_dims, key};
 use crate::ml::ops;
 
 /// Model size and the input width of every modality encoder.
@@ -114,6 +114,7 @@ impl Attention {
             return qkv.contiguous()?.apply_op1_no_bwd(&TokenAttention {
                 n_heads: self.n_heads,
                 head_dim: self.head_dim,
+                first_only: false,
             });
         }
         let qkv = qkv
@@ -147,6 +148,9 @@ impl Attention {
 struct TokenAttention {
     n_heads: usize,
     head_dim: usize,
+    /// Only the first token's query (→ (B, 1, d)): all that the last block
+    /// needs of its attention ([`Block::forward_first`]).
+    first_only: bool,
 }
 
 impl CustomOp1 for TokenAttention {
@@ -161,23 +165,24 @@ impl CustomOp1 for TokenAttention {
         if three_d != 3 * d {
             candle_core::bail!("token attention: last axis {three_d} is not 3 × {d}");
         }
+        let queries = if self.first_only { t.min(1) } else { t };
         if b == 0 || t == 0 || d == 0 {
-            return Ok((CpuStorage::F32(Vec::new()), Shape::from((b, t, d))));
+            return Ok((CpuStorage::F32(Vec::new()), Shape::from((b, queries, d))));
         }
         let src = match layout.contiguous_offsets() {
             Some((start, end)) => &storage.as_slice::<f32>()?[start..end],
             None => candle_core::bail!("token attention needs a contiguous input"),
         };
         let scale = 1.0 / (hd as f32).sqrt();
-        let mut dst = vec![0f32; b * t * d];
+        let mut dst = vec![0f32; b * queries * d];
         let mut p = vec![0f32; t];
         for (rows, out) in src
             .chunks_exact(t * three_d)
-            .zip(dst.chunks_exact_mut(t * d))
+            .zip(dst.chunks_exact_mut(queries * d))
         {
             for head in 0..h {
                 let (qo, ko, vo) = (head * hd, d + head * hd, 2 * d + head * hd);
-                for i in 0..t {
+                for i in 0..queries {
                     let q = &rows[i * three_d + qo..][..hd];
                     let mut max = f32::NEG_INFINITY;
                     for (j, pj) in p.iter_mut().enumerate() {
@@ -201,7 +206,7 @@ impl CustomOp1 for TokenAttention {
                 }
             }
         }
-        Ok((CpuStorage::F32(dst), Shape::from((b, t, d))))
+        Ok((CpuStorage::F32(dst), Shape::from((b, queries, d))))
     }
 }
 
@@ -310,9 +315,16 @@ impl CachexiaFusion {
 /// batched matmul or one op for all members instead of one per member.
 /// A member has ~25k parameters and a hook scores a few dozen rows, so a
 /// forward is mostly per-op overhead (allocation, dispatch: ~60 candle ops
-/// per member); stacking divides the op count by the ensemble size and
-/// leaves the arithmetic as it was (`stacked_forward_equals_each_member`).
-/// Built from loaded members; not for training (nothing is tracked).
+/// per member); stacking divides the op count by the ensemble size.
+///
+/// It also computes each distinct token once ([`TokenBatch`]): a hook's
+/// rows are one patient with one modality or one input left out at a time,
+/// so a modality's encoder sees the same inputs in nearly every row, and
+/// so does the first block's LayerNorm and qkv projection (per token,
+/// before any attention). Encoders and that projection run on the distinct
+/// tokens; the rows then take theirs by index. The arithmetic per token is
+/// unchanged (`stacked_forward_equals_each_member`). Built from loaded
+/// members; not for training (nothing is tracked).
 pub struct StackedFusion {
     members: usize,
     encoders: Vec<StackedEncoder>,
@@ -321,7 +333,74 @@ pub struct StackedFusion {
     blocks: Vec<StackedBlock>,
     ln_f: StackedNorm,
     head: StackedLinear,
-    attention: TokenAttention,
+    n_heads: usize,
+    head_dim: usize,
+}
+
+/// A batch of rows as positions in a vocabulary of distinct tokens:
+/// `[CLS, modality 0's distinct inputs…, its missing token, modality 1's…]`.
+pub struct TokenBatch {
+    /// Per modality, the distinct inputs of the rows where it is present,
+    /// (U, in); `None` where no row has it.
+    inputs: Vec<Option<Tensor>>,
+    /// (B · T,) u32: each row's tokens, CLS first, as vocabulary positions.
+    index: Tensor,
+    rows: usize,
+}
+
+impl TokenBatch {
+    pub fn new(rows: &[&Encoded], device: &Device) -> Result<Self> {
+        let dims = input_dims();
+        let t = 1 + dims.len();
+        let mut index = vec![0u32; rows.len() * t];
+        let mut inputs = Vec::with_capacity(dims.len());
+        let mut offset = 1;
+        for (mi, &dim) in dims.iter().enumerate() {
+            let mut distinct: Vec<&[f32]> = Vec::new();
+            let mut slots = Vec::with_capacity(rows.len());
+            for r in rows {
+                let x = &r.x[mi][..];
+                if x.len() != dim {
+                    candle_core::bail!(
+                        "modality {} has {} inputs, expected {dim}",
+                        key(MODALITIES[mi]),
+                        x.len()
+                    );
+                }
+                // Bit-for-bit equal inputs give bit-for-bit equal tokens.
+                let same = |d: &&[f32]| d.iter().zip(x).all(|(a, b)| a.to_bits() == b.to_bits());
+                slots.push(r.present[mi].then(|| {
+                    distinct.iter().position(same).unwrap_or_else(|| {
+                        distinct.push(x);
+                        distinct.len() - 1
+                    })
+                }));
+            }
+            let u = distinct.len();
+            for (ri, slot) in slots.iter().enumerate() {
+                index[ri * t + 1 + mi] = (offset + slot.unwrap_or(u)) as u32;
+            }
+            inputs.push(if u == 0 {
+                None
+            } else {
+                Some(Tensor::from_vec(distinct.concat(), (u, dim), device)?)
+            });
+            offset += u + 1;
+        }
+        Ok(Self {
+            inputs,
+            index: Tensor::from_vec(index, rows.len() * t, device)?,
+            rows: rows.len(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
 }
 
 /// A linear layer per member: `wt` (M, in, out), `b` (M, 1, out).
@@ -340,7 +419,7 @@ impl StackedLinear {
             .iter()
             .map(|l| match l.bias() {
                 Some(b) => b.detach().unsqueeze(0),
-                None => Tensor::zeros((1, l.weight().dim(0)?), DType::F32, l.weight().device()),
+                None => l.weight().detach().narrow(1, 0, 1)?.t()?.zeros_like(),
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
@@ -349,19 +428,14 @@ impl StackedLinear {
         })
     }
 
-    /// (M, B, T, in) → (M, B, T, out).
+    /// (M, N, in) → (M, N, out).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (m, b, t, d) = x.dims4()?;
-        let y = x
-            .reshape((m, b * t, d))?
-            .matmul(&self.wt)?
-            .broadcast_add(&self.b)?;
-        y.reshape((m, b, t, ()))
+        x.matmul(&self.wt)?.broadcast_add(&self.b)
     }
 }
 
 /// A LayerNorm per member: the fused kernel with unit scale and zero
-/// shift, then each member's own (M, 1, 1, d) scale and shift.
+/// shift, then each member's own (M, 1, d) scale and shift.
 struct StackedNorm {
     weight: Tensor,
     bias: Tensor,
@@ -376,7 +450,7 @@ impl StackedNorm {
         let stack = |f: &dyn Fn(&LayerNorm) -> Result<Tensor>| -> Result<Tensor> {
             let parts = norms
                 .iter()
-                .map(|n| f(n)?.detach().reshape((1, 1, ())))
+                .map(|n| f(n)?.detach().unsqueeze(0))
                 .collect::<Result<Vec<_>>>()?;
             Tensor::stack(&parts, 0)
         };
@@ -405,59 +479,46 @@ struct StackedEncoder {
     fc1_wt: Tensor,
     fc1_b: Tensor,
     fc2: StackedLinear,
-    /// (M, 1, 1, d) each.
-    missing: Tensor,
+    /// (M, 1, d) each. An absent modality's token is `missing +
+    /// type_embedding`, which is what [`ModalityEncoder::forward`]'s blend
+    /// gives with weight 0 (and `h + type_embedding` with weight 1).
+    missing_token: Tensor,
     type_embedding: Tensor,
 }
 
 impl StackedEncoder {
     fn new(encoders: &[&ModalityEncoder]) -> Result<Self> {
-        let cat = |f: &dyn Fn(&ModalityEncoder) -> Result<Tensor>, dim: usize| -> Result<Tensor> {
+        let cat = |f: &dyn Fn(&ModalityEncoder) -> Result<Tensor>| -> Result<Tensor> {
             let parts = encoders.iter().map(|e| f(e)).collect::<Result<Vec<_>>>()?;
-            Tensor::cat(&parts, dim)?.contiguous()
+            Tensor::cat(&parts, 1)?.contiguous()
         };
-        let per_member = |f: &dyn Fn(&ModalityEncoder) -> &Tensor| -> Result<Tensor> {
+        let per_member = |f: &dyn Fn(&ModalityEncoder) -> Result<Tensor>| -> Result<Tensor> {
             let parts = encoders
                 .iter()
-                .map(|e| f(e).detach().reshape((1, 1, ())))
+                .map(|e| f(e)?.detach().unsqueeze(0))
                 .collect::<Result<Vec<_>>>()?;
             Tensor::stack(&parts, 0)
         };
         let fc2 = encoders.iter().map(|e| &e.fc2).collect::<Vec<_>>();
         Ok(Self {
-            fc1_wt: cat(&|e| e.fc1.weight().detach().t(), 1)?,
-            fc1_b: cat(
-                &|e| match e.fc1.bias() {
-                    Some(b) => b.detach().unsqueeze(0),
-                    None => Tensor::zeros(
-                        (1, e.fc1.weight().dim(0)?),
-                        DType::F32,
-                        e.fc1.weight().device(),
-                    ),
-                },
-                1,
-            )?,
+            fc1_wt: cat(&|e| e.fc1.weight().detach().t())?,
+            fc1_b: cat(&|e| match e.fc1.bias() {
+                Some(b) => b.detach().unsqueeze(0),
+                None => e.fc1.weight().detach().narrow(1, 0, 1)?.t()?.zeros_like(),
+            })?,
             fc2: StackedLinear::new(&fc2)?,
-            missing: per_member(&|e| &e.missing)?,
-            type_embedding: per_member(&|e| &e.type_embedding)?,
+            missing_token: per_member(&|e| &e.missing + &e.type_embedding)?,
+            type_embedding: per_member(&|e| Ok(e.type_embedding.clone()))?,
         })
     }
 
-    /// `x`: (B, in), `present`: (B, 1) of 0/1 → (M, B, 1, d). The token is
-    /// chosen, not blended (`where_cond`): with 0/1 weights the blend of
-    /// [`ModalityEncoder::forward`] gives exactly the chosen vector.
-    fn forward(&self, x: &Tensor, present: &Tensor, m: usize) -> Result<Tensor> {
-        let b = x.dim(0)?;
+    /// Distinct inputs `x` (U, in) of rows where the modality is present →
+    /// their tokens (M, U, d).
+    fn forward(&self, x: &Tensor, m: usize) -> Result<Tensor> {
+        let u = x.dim(0)?;
         let h = ops::gelu_erf(&x.matmul(&self.fc1_wt)?.broadcast_add(&self.fc1_b)?)?;
-        let h = h.reshape((b, m, 1, ()))?.transpose(0, 1)?.contiguous()?;
-        let h = self.fc2.forward(&h)?;
-        let shape = h.shape().clone();
-        let chosen = present
-            .to_dtype(DType::U8)?
-            .reshape((1, b, 1, 1))?
-            .broadcast_as(&shape)?
-            .where_cond(&h, &self.missing.broadcast_as(&shape)?)?;
-        chosen.broadcast_add(&self.type_embedding)
+        let h = h.reshape((u, m, ()))?.transpose(0, 1)?.contiguous()?;
+        self.fc2.forward(&h)?.broadcast_add(&self.type_embedding)
     }
 }
 
@@ -488,21 +549,36 @@ impl StackedBlock {
         })
     }
 
-    /// (M, B, T, d) → (M, B, T, d), or (M, B, 1, d) with `first_only`
+    /// LayerNorm and qkv projection, token by token: (M, N, d) → (M, N, 3d).
+    fn qkv(&self, x: &Tensor) -> Result<Tensor> {
+        self.qkv.forward(&self.ln1.forward(x)?)
+    }
+
+    /// `x` (M, B·T, d) with its `qkv` (M, B·T, 3d) → (M, B·T, d), or
+    /// (M, B, d), the first token of each row, when `attention.first_only`
     /// (as [`Block::forward_first`]).
-    fn forward(&self, x: &Tensor, attention: &TokenAttention, first_only: bool) -> Result<Tensor> {
-        let (m, b, t, d) = x.dims4()?;
-        let qkv = self.qkv.forward(&self.ln1.forward(x)?)?;
+    fn forward(
+        &self,
+        x: &Tensor,
+        qkv: &Tensor,
+        t: usize,
+        attention: &TokenAttention,
+    ) -> Result<Tensor> {
+        let (m, n, d) = x.dims3()?;
+        let b = n / t.max(1);
         let mixed = qkv
             .reshape((m * b, t, 3 * d))?
             .apply_op1_no_bwd(attention)?
-            .reshape((m, b, t, d))?;
-        let x = if first_only {
-            let first = |t: &Tensor| t.narrow(2, 0, 1)?.contiguous();
-            (first(x)? + self.out.forward(&first(&mixed)?)?)?
+            .reshape((m, (), d))?;
+        let x = if attention.first_only {
+            x.reshape((m, b, t, d))?
+                .narrow(2, 0, 1)?
+                .contiguous()?
+                .reshape((m, b, d))?
         } else {
-            (x + self.out.forward(&mixed)?)?
+            x.clone()
         };
+        let x = (x + self.out.forward(&mixed)?)?;
         let h = self.ff1.forward(&self.ln2.forward(&x)?)?;
         let h = self.ff2.forward(&ops::gelu_erf(&h)?)?;
         x + h
@@ -526,7 +602,7 @@ impl StackedFusion {
             .collect::<Result<Vec<_>>>()?;
         let cls = members
             .iter()
-            .map(|m| m.cls.detach().reshape((1, 1, d)))
+            .map(|m| m.cls.detach().unsqueeze(0))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             members: members.len(),
@@ -535,31 +611,48 @@ impl StackedFusion {
             blocks,
             ln_f: StackedNorm::new(&members.iter().map(|m| &m.ln_f).collect::<Vec<_>>())?,
             head: StackedLinear::new(&members.iter().map(|m| &m.head).collect::<Vec<_>>())?,
-            attention: TokenAttention {
-                n_heads,
-                head_dim: d / n_heads,
-            },
+            n_heads,
+            head_dim: d / n_heads,
         })
     }
 
-    /// Logits, shape (M, B): row m is member m's [`CachexiaFusion::forward`].
-    pub fn forward(&self, batch: &ModalityBatch) -> Result<Tensor> {
+    /// Logits, shape (M, B): row m is member m's [`CachexiaFusion::forward`]
+    /// on the batch's rows.
+    pub fn forward(&self, batch: &TokenBatch) -> Result<Tensor> {
         let (m, b) = (self.members, batch.len());
+        let t = 1 + self.encoders.len();
         let d = self.cls.dim(D::Minus1)?;
-        // Contiguous parts: candle then concatenates by copying blocks; its
-        // other path returns a transposed view, which the fused LayerNorm
-        // refuses.
-        let mut tokens = vec![self.cls.broadcast_as((m, b, 1, d))?.contiguous()?];
-        for (i, enc) in self.encoders.iter().enumerate() {
-            tokens.push(enc.forward(&batch.x[i], &batch.present[i], m)?);
+        let mut vocabulary = vec![self.cls.clone()];
+        for (enc, x) in self.encoders.iter().zip(&batch.inputs) {
+            if let Some(x) = x {
+                vocabulary.push(enc.forward(x, m)?);
+            }
+            vocabulary.push(enc.missing_token.clone());
         }
-        let mut x = Tensor::cat(&tokens, 2)?.contiguous()?;
+        let vocabulary = Tensor::cat(&vocabulary, 1)?.contiguous()?;
+        let mut x = vocabulary.index_select(&batch.index, 1)?;
         let last = self.blocks.len().saturating_sub(1);
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, &self.attention, i == last)?;
+            let qkv = if i == 0 {
+                block.qkv(&vocabulary)?.index_select(&batch.index, 1)?
+            } else {
+                block.qkv(&x)?
+            };
+            let attention = TokenAttention {
+                n_heads: self.n_heads,
+                head_dim: self.head_dim,
+                first_only: i == last,
+            };
+            x = block.forward(&x, &qkv, t, &attention)?;
         }
-        let cls = self.ln_f.forward(&x.narrow(2, 0, 1)?.contiguous()?)?;
-        self.head.forward(&cls)?.reshape((m, b))
+        if self.blocks.is_empty() {
+            x = x
+                .reshape((m, b, t, d))?
+                .narrow(2, 0, 1)?
+                .contiguous()?
+                .reshape((m, b, d))?;
+        }
+        self.head.forward(&self.ln_f.forward(&x)?)?.reshape((m, b))
     }
 }
 

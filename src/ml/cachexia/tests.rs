@@ -335,7 +335,12 @@ fn inputs_from_a_demographics_only_record_have_only_the_clinical_modality() {
 /// Four patients with different modalities present, inputs from a fixed
 /// formula.
 fn mixed_batch(device: &candle_core::Device) -> super::inputs::ModalityBatch {
-    use super::inputs::{Encoded, ModalityBatch, input_dims};
+    let rows = mixed_rows();
+    super::inputs::ModalityBatch::new(&rows.iter().collect::<Vec<_>>(), device).unwrap()
+}
+
+fn mixed_rows() -> Vec<super::inputs::Encoded> {
+    use super::inputs::{Encoded, input_dims};
     let presence = [
         [true; 5],
         [true, false, true, true, false],
@@ -354,7 +359,7 @@ fn mixed_batch(device: &candle_core::Device) -> super::inputs::ModalityBatch {
             present: *present,
         })
         .collect();
-    ModalityBatch::new(&rows.iter().collect::<Vec<_>>(), device).unwrap()
+    rows
 }
 
 /// Training must reach every parameter: candle-nn's fused LayerNorm and
@@ -417,9 +422,9 @@ fn every_parameter_gets_a_gradient_and_inference_matches_training() {
     );
 }
 
-/// All members stacked in one pass give each member's own logits, with one
-/// and two blocks (the last block runs on the CLS token alone), and on a
-/// batch larger than the ensemble's chunk size.
+/// All members stacked in one pass, on distinct tokens, give each member's
+/// own logits, with no, one and two blocks (the last block runs on the CLS
+/// token alone), for rows with repeated and absent modalities.
 #[test]
 fn stacked_forward_equals_each_member() {
     use super::inputs::input_dims;
@@ -429,8 +434,21 @@ fn stacked_forward_equals_each_member() {
     use rand::SeedableRng;
 
     let dev = Device::Cpu;
-    let batch = mixed_batch(&dev);
-    for layers in [1, 2] {
+    // The mixed rows, then rows as a hook scores them: the first patient
+    // with one modality left out, or one input zeroed, at a time.
+    let mut rows = mixed_rows();
+    for mi in 0..5 {
+        let mut r = rows[0].clone();
+        r.present[mi] = false;
+        rows.push(r);
+        let mut r = rows[0].clone();
+        r.x[mi][0] = 0.0;
+        rows.push(r);
+    }
+    let refs: Vec<_> = rows.iter().collect();
+    let batch = super::inputs::ModalityBatch::new(&refs, &dev).unwrap();
+    let tokens = super::model::TokenBatch::new(&refs, &dev).unwrap();
+    for layers in [0, 1, 2] {
         let cfg = Config::tiny(layers, input_dims());
         let members: Vec<CachexiaFusion> = (0..3)
             .map(|seed| {
@@ -453,7 +471,7 @@ fn stacked_forward_equals_each_member() {
             })
             .collect();
         let stacked = StackedFusion::new(&members).unwrap();
-        let all = stacked.forward(&batch).unwrap();
+        let all = stacked.forward(&tokens).unwrap();
         assert_eq!(all.dims(), &[3, batch.len()]);
         for (m, member) in members.iter().enumerate() {
             let own = member.forward(&batch).unwrap();
