@@ -54,6 +54,21 @@ pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .expect("tensors of one shape")
 }
 
+/// Detached copies of a `VarMap`'s variables, by name: what a model loaded
+/// from safetensors holds (tests build frozen twins of trained layers).
+#[cfg(test)]
+pub(crate) fn frozen_tensors(
+    varmap: &candle_nn::VarMap,
+) -> std::collections::HashMap<String, Tensor> {
+    varmap
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

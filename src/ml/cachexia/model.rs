@@ -672,13 +672,7 @@ mod tests {
         let varmap = VarMap::new();
         let trained =
             Block::load(VarBuilder::from_varmap(&varmap, DType::F32, &dev), &cfg).unwrap();
-        let frozen: std::collections::HashMap<String, Tensor> = varmap
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-            .collect();
+        let frozen = ops::frozen_tensors(&varmap);
         let frozen = Block::load(VarBuilder::from_tensors(frozen, DType::F32, &dev), &cfg).unwrap();
         let x = Tensor::randn(0f32, 1.0, (3, 6, 8), &dev).unwrap();
         for (block, tracking) in [(&frozen, false), (&trained, true)] {

@@ -457,14 +457,7 @@ fn stacked_forward_equals_each_member() {
                 let model = CachexiaFusion::load(vb, &cfg).unwrap();
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
                 super::train::init_params(&varmap, &mut rng).unwrap();
-                // Detached copies: what a loaded model holds.
-                let tensors = varmap
-                    .data()
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-                    .collect();
+                let tensors = crate::ml::ops::frozen_tensors(&varmap);
                 drop(model);
                 CachexiaFusion::load(VarBuilder::from_tensors(tensors, DType::F32, &dev), &cfg)
                     .unwrap()
