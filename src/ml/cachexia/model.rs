@@ -175,20 +175,46 @@ impl CustomOp1 for TokenAttention {
         };
         let scale = 1.0 / (hd as f32).sqrt();
         let mut dst = vec![0f32; b * queries * d];
+        // Up to LANES tokens, each head's keys are first laid out key-index
+        // fastest (zero-padded to LANES), so that the scores of one query
+        // against every key accumulate side by side in one vector; each
+        // score still sums its products in the same order.
+        const LANES: usize = 8;
         let mut p = vec![0f32; t];
+        let mut keys = vec![0f32; hd * LANES];
         for (rows, out) in src
             .chunks_exact(t * three_d)
             .zip(dst.chunks_exact_mut(queries * d))
         {
             for head in 0..h {
                 let (qo, ko, vo) = (head * hd, d + head * hd, 2 * d + head * hd);
+                if t <= LANES {
+                    for j in 0..t {
+                        for (c, &k) in rows[j * three_d + ko..][..hd].iter().enumerate() {
+                            keys[c * LANES + j] = k;
+                        }
+                    }
+                }
                 for i in 0..queries {
                     let q = &rows[i * three_d + qo..][..hd];
                     let mut max = f32::NEG_INFINITY;
-                    for (j, pj) in p.iter_mut().enumerate() {
-                        let k = &rows[j * three_d + ko..][..hd];
-                        *pj = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
-                        max = max.max(*pj);
+                    if t <= LANES {
+                        let mut acc = [0f32; LANES];
+                        for (&qc, kc) in q.iter().zip(keys.chunks_exact(LANES)) {
+                            for (a, &k) in acc.iter_mut().zip(kc) {
+                                *a += qc * k;
+                            }
+                        }
+                        for (pj, a) in p.iter_mut().zip(acc) {
+                            *pj = a * scale;
+                            max = max.max(*pj);
+                        }
+                    } else {
+                        for (j, pj) in p.iter_mut().enumerate() {
+                            let k = &rows[j * three_d + ko..][..hd];
+                            *pj = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                            max = max.max(*pj);
+                        }
                     }
                     let mut sum = 0f32;
                     for pj in p.iter_mut() {
@@ -434,42 +460,80 @@ impl StackedLinear {
     }
 }
 
-/// A LayerNorm per member: the fused kernel with unit scale and zero
-/// shift, then each member's own (M, 1, d) scale and shift.
+/// A LayerNorm per member (mean removed, affine), as one CPU op: `x`
+/// (M, N, d) with member m's scale and shift on `x[m]`. The arithmetic is
+/// candle-nn's fused LayerNorm's (f32 sums of x and x², var = E[x²] − mean²)
+/// in a plain loop: that kernel hands every 32-value row to rayon, which
+/// on the two-thread inference pool cost more than the normalising.
 struct StackedNorm {
-    weight: Tensor,
-    bias: Tensor,
-    unit: Tensor,
-    zero: Tensor,
+    /// (M, d) each, row-major.
+    weight: Vec<f32>,
+    bias: Vec<f32>,
     eps: f32,
 }
 
 impl StackedNorm {
     fn new(norms: &[&LayerNorm]) -> Result<Self> {
-        let first = norms[0].weight();
-        let stack = |f: &dyn Fn(&LayerNorm) -> Result<Tensor>| -> Result<Tensor> {
-            let parts = norms
-                .iter()
-                .map(|n| f(n)?.detach().unsqueeze(0))
-                .collect::<Result<Vec<_>>>()?;
-            Tensor::stack(&parts, 0)
-        };
+        let mut weight = Vec::new();
+        let mut bias = Vec::new();
+        for n in norms {
+            let w = n.weight().detach().to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            let b = match n.bias() {
+                Some(b) => b.detach().to_dtype(DType::F32)?.to_vec1::<f32>()?,
+                None => vec![0.0; w.len()],
+            };
+            weight.extend(w);
+            bias.extend(b);
+        }
         Ok(Self {
-            weight: stack(&|n| Ok(n.weight().clone()))?,
-            bias: stack(&|n| match n.bias() {
-                Some(b) => Ok(b.clone()),
-                None => n.weight().zeros_like(),
-            })?,
-            unit: first.ones_like()?.detach(),
-            zero: first.zeros_like()?.detach(),
+            weight,
+            bias,
             eps: norms[0].eps() as f32,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm(x, &self.unit, &self.zero, self.eps)?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+        x.contiguous()?.apply_op1_no_bwd(self)
+    }
+}
+
+impl CustomOp1 for StackedNorm {
+    fn name(&self) -> &'static str {
+        "stacked-layer-norm"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (m, n, d) = layout.shape().dims3()?;
+        if m * d != self.weight.len() {
+            candle_core::bail!(
+                "stacked layer norm: {m} members × {d} values, weights for {}",
+                self.weight.len()
+            );
+        }
+        let src = match layout.contiguous_offsets() {
+            Some((start, end)) => &storage.as_slice::<f32>()?[start..end],
+            None => candle_core::bail!("stacked layer norm needs a contiguous input"),
+        };
+        let mut dst = vec![0f32; src.len()];
+        if d > 0 {
+            for (k, (s, o)) in src.chunks_exact(d).zip(dst.chunks_exact_mut(d)).enumerate() {
+                let member = k / n.max(1);
+                let w = &self.weight[member * d..][..d];
+                let b = &self.bias[member * d..][..d];
+                let (mut sum, mut sum2) = (0f32, 0f32);
+                for &v in s {
+                    sum += v;
+                    sum2 += v * v;
+                }
+                let mean = sum / d as f32;
+                let var = sum2 / d as f32 - mean * mean;
+                let inv_std = (var + self.eps).sqrt().recip();
+                for (((o, &v), &w), &b) in o.iter_mut().zip(s).zip(w).zip(b) {
+                    *o = (v - mean) * inv_std * w + b;
+                }
+            }
+        }
+        Ok((CpuStorage::F32(dst), layout.shape().clone()))
     }
 }
 
@@ -661,6 +725,56 @@ mod tests {
     use super::*;
     use candle_core::Device;
     use candle_nn::VarMap;
+
+    /// The token-attention op equals scaled dot-product attention written
+    /// out naively (f64), for six tokens (the vector path) and ten (the
+    /// plain one), all queries and the first only.
+    #[test]
+    fn token_attention_equals_naive_attention() {
+        let dev = Device::Cpu;
+        let (h, hd) = (2, 4);
+        let d = h * hd;
+        for t in [6, 10] {
+            let qkv = Tensor::randn(0f32, 1.0, (3, t, 3 * d), &dev).unwrap();
+            let rows = qkv.to_vec3::<f32>().unwrap();
+            for first_only in [false, true] {
+                let op = TokenAttention {
+                    n_heads: h,
+                    head_dim: hd,
+                    first_only,
+                };
+                let got = qkv.apply_op1_no_bwd(&op).unwrap().to_vec3::<f32>().unwrap();
+                let queries = if first_only { 1 } else { t };
+                assert_eq!((got.len(), got[0].len()), (3, queries));
+                for (r, row) in rows.iter().enumerate() {
+                    for i in 0..queries {
+                        for head in 0..h {
+                            let q = &row[i][head * hd..][..hd];
+                            let scores: Vec<f64> = (0..t)
+                                .map(|j| {
+                                    let k = &row[j][d + head * hd..][..hd];
+                                    q.iter().zip(k).map(|(a, b)| f64::from(a * b)).sum::<f64>()
+                                        / (hd as f64).sqrt()
+                                })
+                                .collect();
+                            let max = scores.iter().copied().fold(f64::MIN, f64::max);
+                            let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                            let total: f64 = e.iter().sum();
+                            for c in 0..hd {
+                                let want: f64 = (0..t)
+                                    .map(|j| {
+                                        e[j] / total * f64::from(row[j][2 * d + head * hd + c])
+                                    })
+                                    .sum();
+                                let diff = (f64::from(got[r][i][head * hd + c]) - want).abs();
+                                assert!(diff < 1e-5, "t {t}, row {r}, query {i}: off by {diff}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     /// The last block on the CLS token alone gives the first row of the
     /// full block exactly, on the inference path (token-attention op) and
