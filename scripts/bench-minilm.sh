@@ -11,6 +11,8 @@
 # with the load average before each run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The same cached target dir as scripts/test.sh (no second dependency tree).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oncohooks/target}"
 PY="${1:-/tmp/minilm-ref/bin/python}"
 OUT=target/bench-minilm
 mkdir -p "$OUT"

@@ -22,6 +22,9 @@
 # we take the headers from the 3.0.1 sdist (checked below) and build 3.1.0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The same cached target dir as scripts/test.sh: without it a release build
+# here would start a second dependency tree in ./target (~20 min).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/oncohooks/target}"
 
 SETUP_ONLY=0
 CLI=0
@@ -118,7 +121,7 @@ cat "$OUT/pyradiomics.txt"
 # --- oncohooks: the CLI process end to end ---------------------------------
 if [[ $CLI == 1 ]]; then
   command -v hyperfine >/dev/null || { echo "hyperfine is needed (apt-get install hyperfine)" >&2; exit 1; }
-  BIN="${CARGO_TARGET_DIR:-target}/release/oncohooks"
+  BIN="$CARGO_TARGET_DIR/release/oncohooks"
   cargo build --quiet --release --bin oncohooks
   echo "== oncohooks radiomics CLI (hyperfine, $REPS runs after 3 warm-ups, median)"
   for case in lung1 lung2; do
