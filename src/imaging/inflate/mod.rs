@@ -1221,108 +1221,25 @@ impl BitWriter {
     }
 }
 
-/// Output length from the block header at `bit` to the end of the DEFLATE
-/// data `data` (whose final block must end in its last byte), inflated by
-/// libdeflate; or `None` if that does not decode to at most `max` bytes.
+/// libdeflate input that resumes the DEFLATE data `data` at the block
+/// header `bit`: blocks that reproduce `window` (the 32 KiB of output
+/// before `bit`) and end on the same bit alignment, then `data` from `bit`
+/// up to byte `until`. Returns the input and the bit at which `data`'s
+/// `bit` sits in it.
 ///
-/// libdeflate can only start at the beginning of a stream, and copies in
-/// the data may reach up to 32 KiB before `bit`. So the data from `bit` on
-/// is put behind blocks that supply a stand-in window and end on the same
-/// bit alignment (zeros: only the length is wanted here): a stored block
-/// of 32 KiB (§3.2.4), then fixed-Huffman blocks (§3.2.6) of 19 bits (one
-/// 9-bit literal) and 10 bits (empty) until the bit count matches. Our own
-/// decoder counting alone was no faster than decoding (the Huffman decode
-/// is the cost), and libdeflate is ~1.35× faster than it.
-fn length_to_end(data: &[u8], bit: usize, max: usize) -> Option<usize> {
-    let r = bit % 8;
-    let mut w = BitWriter {
-        bytes: Vec::with_capacity(WINDOW + 16 + data.len() - bit / 8),
-        bits: 0,
-    };
-    // BFINAL = 0, BTYPE = 00, then LEN and NLEN from the next byte.
-    w.put(0, 3);
-    w.bits = w.bytes.len() * 8;
-    w.bytes.extend_from_slice(&(WINDOW as u16).to_le_bytes());
-    w.bytes.extend_from_slice(&(!(WINDOW as u16)).to_le_bytes());
-    w.bytes.resize(w.bytes.len() + WINDOW, 0);
-    w.bits = w.bytes.len() * 8;
-    // 19·a + 10·k ≡ r (mod 8).
-    let (a, k) = if r % 2 == 1 {
-        (1, (r + 8 - 3) % 8 / 2)
-    } else {
-        (0, r / 2)
-    };
-    for _ in 0..a {
-        // BFINAL = 0, BTYPE = 01; literal 144 (9 bits: 110010000); EOB.
-        w.put(0b010, 3);
-        w.code(0b1_1001_0000, 9);
-        w.code(0, 7);
-    }
-    for _ in 0..k {
-        w.put(0b010, 3);
-        w.code(0, 7);
-    }
-    debug_assert_eq!(w.bits % 8, r);
-    let q = bit / 8;
-    let mut input = w.bytes;
-    if r == 0 {
-        input.extend_from_slice(data.get(q..)?);
-    } else {
-        // The last byte holds the preamble's r bits and the stream's others.
-        let last = input.len() - 1;
-        input[last] |= *data.get(q)? & !((1u8 << r) - 1);
-        input.extend_from_slice(data.get(q + 1..)?);
-    }
-    // The stand-in window and the `a` literals.
-    let preamble_out = WINDOW + a;
-    // One byte of room: a stream longer than `max` ends in InsufficientSpace.
-    let mut out = pages::zeroed::<u8>(preamble_out + max + 1);
-    match libdeflate_raw(&input, &mut out) {
-        First::Ended(read, written) if read == input.len() => {
-            written.checked_sub(preamble_out).filter(|&n| n <= max)
-        }
-        _ => None,
-    }
-}
-
-/// Below this much data to the boundary (bits) the copy and preamble of a
-/// hand-off are not worth it.
-const HANDOFF_MIN_BITS: usize = 8 << 16;
-
-/// Goes on from block header `bit` to the block boundary `stop` with
-/// libdeflate, once the last 32 KiB of output are known: our decoder's byte
-/// loop takes ~1.35× libdeflate's time, and in the window method thread
-/// one decodes megabytes past its last marker.
-///
-/// libdeflate can only start a stream and cannot be told where to stop, so
-/// it gets a copy of the data from `bit` to `stop` behind blocks that
-/// reproduce the window and end on the same bit alignment, and with an
-/// empty final block at `stop`:
+/// libdeflate can only start at the beginning of a stream, and copies after
+/// `bit` may reach up to 32 KiB back, so the blocks are:
 /// - a stored block (§3.2.4) holding the window but for its last `j` bytes;
 /// - for an odd alignment, one fixed-Huffman block (§3.2.6) with those `j`
 ///   bytes as literals: a literal takes 8 bits below 144 and 9 bits from
-///   144 on, so `j` is the shortest tail with an odd count of bytes ≥ 144;
-/// - empty fixed-Huffman blocks (10 bits) to make up the rest;
-/// - at `stop`, BFINAL = 1, BTYPE = 01 and code 256, as in
-///   [`inflate_prefix`].
+///   144 on, so `j` is the shortest tail with an odd count of bytes ≥ 144
+///   (`None` if the last 256 bytes have none);
+/// - empty fixed-Huffman blocks (10 bits) to make up the rest.
 ///
-/// `out[at - WINDOW..at]` is the window; libdeflate rewrites it with the
-/// same bytes and writes on from `at`. Returns the new end of the output,
-/// or `None` (then `out` from `at` on is garbage to be overwritten) when
-/// the tail has no fitting bytes, `out` is too small, or libdeflate does
-/// not end exactly at `stop`, i.e. `stop` is not a block boundary of this
-/// stream.
-fn resume_with_libdeflate(
-    data: &[u8],
-    bit: usize,
-    stop: usize,
-    out: &mut [u8],
-    at: usize,
-) -> Option<usize> {
-    let window = out.get(at.checked_sub(WINDOW)?..at)?;
+/// Their output is exactly the window.
+fn behind_window(window: &[u8], data: &[u8], bit: usize, until: usize) -> Option<(Vec<u8>, usize)> {
     let r = bit % 8;
     let j = if r % 2 == 1 {
-        // The shortest tail with an odd count of 9-bit literals.
         let mut odd = false;
         (1..=256).find(|&j| {
             odd ^= window[WINDOW - j] >= 144;
@@ -1331,12 +1248,9 @@ fn resume_with_libdeflate(
     } else {
         0
     };
-    let (q, qs) = (bit / 8, stop / 8);
-    if qs <= q + 1 || qs + 1 > data.len() {
-        return None;
-    }
+    let q = bit / 8;
     let mut w = BitWriter {
-        bytes: Vec::with_capacity(WINDOW + 64 + (qs - q)),
+        bytes: Vec::with_capacity(WINDOW + 64 + until.saturating_sub(q)),
         bits: 0,
     };
     // BFINAL = 0, BTYPE = 00, then LEN and NLEN from the next byte.
@@ -1366,13 +1280,72 @@ fn resume_with_libdeflate(
     let start = w.bits;
     let mut input = w.bytes;
     if r == 0 {
-        input.extend_from_slice(&data[q..qs]);
+        input.extend_from_slice(data.get(q..until)?);
     } else {
-        // The last byte holds the preamble's r bits and the stream's others.
+        // The last byte holds the blocks' r bits and the stream's others.
         let last = input.len() - 1;
-        input[last] |= data[q] & !((1u8 << r) - 1);
-        input.extend_from_slice(&data[q + 1..qs]);
+        input[last] |= *data.get(q)? & !((1u8 << r) - 1);
+        input.extend_from_slice(data.get(q + 1..until)?);
     }
+    Some((input, start))
+}
+
+/// Output length from the block header at `bit` to the end of the DEFLATE
+/// data `data` (whose final block must end in its last byte), inflated by
+/// libdeflate; or `None` if that does not decode to at most `max` bytes.
+///
+/// Only the length is wanted, so the data goes [`behind_window`] of a
+/// stand-in (zeros, and a last byte of 144 for the literal an odd
+/// alignment needs). Our own decoder counting alone was no faster than
+/// decoding (the Huffman decode is the cost), and libdeflate is ~1.35×
+/// faster than it.
+fn length_to_end(data: &[u8], bit: usize, max: usize) -> Option<usize> {
+    let mut stand_in = vec![0u8; WINDOW];
+    stand_in[WINDOW - 1] = 144;
+    let (input, _) = behind_window(&stand_in, data, bit, data.len())?;
+    // One byte of room: a stream longer than `max` ends in InsufficientSpace.
+    let mut out = pages::zeroed::<u8>(WINDOW + max + 1);
+    match libdeflate_raw(&input, &mut out) {
+        First::Ended(read, written) if read == input.len() => {
+            written.checked_sub(WINDOW).filter(|&n| n <= max)
+        }
+        _ => None,
+    }
+}
+
+/// Below this much data to the boundary (bits) the copy and preamble of a
+/// hand-off are not worth it.
+const HANDOFF_MIN_BITS: usize = 8 << 16;
+
+/// Goes on from block header `bit` to the block boundary `stop` with
+/// libdeflate, once the last 32 KiB of output are known: our decoder's byte
+/// loop takes ~1.35× libdeflate's time, and in the window method thread
+/// one decodes megabytes past its last marker.
+///
+/// libdeflate can only start a stream and cannot be told where to stop, so
+/// it gets a copy of the data from `bit` to `stop` [`behind_window`], and
+/// at `stop` an empty final block (BFINAL = 1, BTYPE = 01 and code 256, as
+/// in [`inflate_prefix`]).
+///
+/// `out[at - WINDOW..at]` is the window; libdeflate rewrites it with the
+/// same bytes and writes on from `at`. Returns the new end of the output,
+/// or `None` (then `out` from `at` on is garbage to be overwritten) when
+/// the window's tail has no fitting bytes, `out` is too small, or
+/// libdeflate does not end exactly at `stop`, i.e. `stop` is not a block
+/// boundary of this stream.
+fn resume_with_libdeflate(
+    data: &[u8],
+    bit: usize,
+    stop: usize,
+    out: &mut [u8],
+    at: usize,
+) -> Option<usize> {
+    let window = out.get(at.checked_sub(WINDOW)?..at)?;
+    let (q, qs) = (bit / 8, stop / 8);
+    if qs <= q + 1 || qs + 1 > data.len() {
+        return None;
+    }
+    let (mut input, start) = behind_window(window, data, bit, qs)?;
     let end = start + (stop - bit);
     debug_assert_eq!(input.len(), end / 8);
     let rs = end % 8;

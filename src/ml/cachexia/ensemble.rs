@@ -267,10 +267,11 @@ impl CachexiaEnsemble {
         if rows.is_empty() {
             return Ok(out);
         }
-        // Widest activation per row: every member's six tokens × the qkv
-        // projection or the feed-forward hidden layer.
+        // Widest activation per row: every member's tokens (CLS and one
+        // per modality) × the qkv projection or the feed-forward hidden layer.
         let c = &self.meta.config;
-        let per_row = self.members.len() * 6 * (3 * c.d_model).max(c.d_ff);
+        let tokens = 1 + MODALITIES.len();
+        let per_row = self.members.len() * tokens * (3 * c.d_model).max(c.d_ff);
         let most = ((64 * 1024 - 1) / per_row.max(1)).max(1);
         let batches = rows.len().div_ceil(most);
         for chunk in rows.chunks(rows.len().div_ceil(batches)) {

@@ -443,10 +443,7 @@ impl StackedLinear {
             .collect::<Result<Vec<_>>>()?;
         let b = layers
             .iter()
-            .map(|l| match l.bias() {
-                Some(b) => b.detach().unsqueeze(0),
-                None => l.weight().detach().narrow(1, 0, 1)?.t()?.zeros_like(),
-            })
+            .map(|l| bias_row(l))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             wt: Tensor::stack(&wt, 0)?.contiguous()?,
@@ -458,6 +455,23 @@ impl StackedLinear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.matmul(&self.wt)?.broadcast_add(&self.b)
     }
+}
+
+/// A layer's bias as a (1, out) row (zeros for a layer without one).
+fn bias_row(l: &Linear) -> Result<Tensor> {
+    match l.bias() {
+        Some(b) => b.detach().unsqueeze(0),
+        None => Tensor::zeros((1, l.weight().dim(0)?), DType::F32, l.weight().device()),
+    }
+}
+
+/// (M, B·T, d) → (M, B, d): each row's first (CLS) token.
+fn first_tokens(x: &Tensor, t: usize) -> Result<Tensor> {
+    let (m, n, d) = x.dims3()?;
+    x.reshape((m, n / t.max(1), t, d))?
+        .narrow(2, 0, 1)?
+        .contiguous()?
+        .reshape((m, (), d))
 }
 
 /// A LayerNorm per member (mean removed, affine), as one CPU op: `x`
@@ -566,10 +580,7 @@ impl StackedEncoder {
         let fc2 = encoders.iter().map(|e| &e.fc2).collect::<Vec<_>>();
         Ok(Self {
             fc1_wt: cat(&|e| e.fc1.weight().detach().t())?,
-            fc1_b: cat(&|e| match e.fc1.bias() {
-                Some(b) => b.detach().unsqueeze(0),
-                None => e.fc1.weight().detach().narrow(1, 0, 1)?.t()?.zeros_like(),
-            })?,
+            fc1_b: cat(&|e| bias_row(&e.fc1))?,
             fc2: StackedLinear::new(&fc2)?,
             missing_token: per_member(&|e| &e.missing + &e.type_embedding)?,
             type_embedding: per_member(&|e| Ok(e.type_embedding.clone()))?,
@@ -635,10 +646,7 @@ impl StackedBlock {
             .apply_op1_no_bwd(attention)?
             .reshape((m, (), d))?;
         let x = if attention.first_only {
-            x.reshape((m, b, t, d))?
-                .narrow(2, 0, 1)?
-                .contiguous()?
-                .reshape((m, b, d))?
+            first_tokens(x, t)?
         } else {
             x.clone()
         };
@@ -685,7 +693,6 @@ impl StackedFusion {
     pub fn forward(&self, batch: &TokenBatch) -> Result<Tensor> {
         let (m, b) = (self.members, batch.len());
         let t = 1 + self.encoders.len();
-        let d = self.cls.dim(D::Minus1)?;
         let mut vocabulary = vec![self.cls.clone()];
         for (enc, x) in self.encoders.iter().zip(&batch.inputs) {
             if let Some(x) = x {
@@ -710,11 +717,7 @@ impl StackedFusion {
             x = block.forward(&x, &qkv, t, &attention)?;
         }
         if self.blocks.is_empty() {
-            x = x
-                .reshape((m, b, t, d))?
-                .narrow(2, 0, 1)?
-                .contiguous()?
-                .reshape((m, b, d))?;
+            x = first_tokens(&x, t)?;
         }
         self.head.forward(&self.ln_f.forward(&x)?)?.reshape((m, b))
     }
