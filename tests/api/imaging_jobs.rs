@@ -121,11 +121,15 @@ async fn job(store: &Store, id: Uuid) -> Job {
 
 async fn two_imaging_worker_pools_never_take_the_same_job(db: &mut TestDb) {
     // A PACS that is slow and always unavailable: each claim costs one
-    // request, so the request log shows who fetched what.
+    // request, so the request log shows who fetched what. Slow enough that
+    // a pool's three workers sit waiting on it most of the time: SQLite's
+    // busy handler is not fair, and with a 30 ms PACS on a machine with slow
+    // fsync one pool's commits kept the other pool out for the whole run
+    // (seen once in CI), which proves nothing about exclusivity.
     let pacs = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path_regex("^/dicom-web/studies/.*/series/.*$"))
-        .respond_with(ResponseTemplate::new(503).set_delay(Duration::from_millis(30)))
+        .respond_with(ResponseTemplate::new(503).set_delay(Duration::from_millis(250)))
         .mount(&pacs)
         .await;
     let base = format!("{}/dicom-web", pacs.uri());
