@@ -78,6 +78,10 @@ pub struct ModelsSettings {
     /// rest are queued and count as missing until embedded (issue 4 §6).
     /// 0: never inline.
     pub notes_inline_token_budget: usize,
+    /// Note vectors each process keeps in memory after reading them from
+    /// the shared cache (384 floats, ~1.6 KB each); 0: read the database
+    /// on every hook.
+    pub note_vectors_in_memory: usize,
     /// Threads of the cachexia model's dedicated inference pool
     /// (`services::inference`); 0: one per CPU.
     pub inference_threads: usize,
@@ -89,6 +93,7 @@ impl Default for ModelsSettings {
             text_encoder_dir: crate::ml::text_encoder::default_dir(),
             text_encoder_threads: 2,
             notes_inline_token_budget: 512,
+            note_vectors_in_memory: 20_000,
             inference_threads: 0,
         }
     }
@@ -515,6 +520,7 @@ mod tests {
         );
         assert_eq!(s.models.text_encoder_threads, 2);
         assert_eq!(s.models.notes_inline_token_budget, 512);
+        assert_eq!(s.models.note_vectors_in_memory, 20_000);
     }
 
     #[test]

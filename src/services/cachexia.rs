@@ -92,6 +92,7 @@ impl CachexiaService {
                         Arc::new(encoder),
                         notes_store,
                         settings.models.notes_inline_token_budget,
+                        settings.models.note_vectors_in_memory,
                     );
                     service = service.with_notes(Some(pipeline));
                 }

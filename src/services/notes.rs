@@ -5,7 +5,9 @@
 //! vector is cached by the SHA-256 of its exact text and the encoder
 //! identity, in the database every replica shares
 //! (`store::embeddings`). A hook:
-//! 1. looks up the vectors of its notes in the cache (one query);
+//! 1. looks up the vectors of its notes in this process's memory, then
+//!    the ones not there in the cache (one query, skipped when memory has
+//!    them all);
 //! 2. embeds the uncached ones inline, newest first, while their word pieces
 //!    fit `[models] notes_inline_token_budget`;
 //! 3. hands the rest to a bounded background queue, which embeds and caches
@@ -79,6 +81,86 @@ struct Inner {
     /// Digests queued and not yet cached: a note seen by many hooks while it
     /// waits is queued once.
     pending: Arc<Mutex<HashSet<String>>>,
+    /// Vectors this process has read from the shared cache.
+    memory: MemoryCache,
+}
+
+/// A bounded in-process copy of vectors read from the shared cache, so that
+/// a note seen again costs no database round trip. Always correct: a cached
+/// vector is never overwritten (`Store::put_note_embeddings`), so what was
+/// read once stays what the database holds. Only vectors *read back* from
+/// the database enter it, never this process's own inline results, so
+/// every replica serves the database's copy.
+///
+/// Two generations instead of a strict LRU: lookups and inserts are O(1)
+/// with no per-entry bookkeeping. Inserts go to the young map; when it
+/// holds half the capacity it becomes the old map and the previous old map
+/// is dropped. A hit in the old map moves the entry back to the young one,
+/// so notes of patients still being viewed survive a turnover.
+struct MemoryCache {
+    /// Entries per generation; 0 turns the memory off.
+    half: usize,
+    generations: Mutex<Generations>,
+}
+
+#[derive(Default)]
+struct Generations {
+    young: HashMap<String, Vec<f32>>,
+    old: HashMap<String, Vec<f32>>,
+}
+
+impl MemoryCache {
+    /// At most `capacity` vectors (rounded up to even); 0: off.
+    fn new(capacity: usize) -> Self {
+        Self {
+            half: capacity.div_ceil(2),
+            generations: Mutex::new(Generations::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        self.generations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The vectors of `digests` held in memory.
+    fn get_many(&self, digests: &[String]) -> HashMap<String, Vec<f32>> {
+        let mut found = HashMap::new();
+        if self.half == 0 {
+            return found;
+        }
+        let mut g = self.lock();
+        for d in digests {
+            if let Some(v) = g.young.get(d) {
+                found.insert(d.clone(), v.clone());
+            } else if let Some(v) = g.old.remove(d) {
+                found.insert(d.clone(), v.clone());
+                self.insert_locked(&mut g, d.clone(), v);
+            }
+        }
+        found
+    }
+
+    fn insert(&self, digest: String, vector: Vec<f32>) {
+        if self.half == 0 {
+            return;
+        }
+        let mut g = self.lock();
+        self.insert_locked(&mut g, digest, vector);
+    }
+
+    fn insert_locked(&self, g: &mut Generations, digest: String, vector: Vec<f32>) {
+        if g.young.len() >= self.half && !g.young.contains_key(&digest) {
+            g.old = std::mem::take(&mut g.young);
+        }
+        g.old.remove(&digest);
+        g.young.insert(digest, vector);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let g = self.lock();
+        g.young.len() + g.old.len()
+    }
 }
 
 struct PendingNote {
@@ -94,6 +176,7 @@ impl NotesPipeline {
         encoder: Arc<TextEncoder>,
         store: Option<Store>,
         inline_token_budget: usize,
+        memory_entries: usize,
     ) -> Self {
         let pending = Arc::new(Mutex::new(HashSet::new()));
         let queue = match (&store, tokio::runtime::Handle::try_current()) {
@@ -116,6 +199,7 @@ impl NotesPipeline {
                 inline_token_budget,
                 queue,
                 pending,
+                memory: MemoryCache::new(memory_entries),
             }),
         }
     }
@@ -164,19 +248,30 @@ impl NotesPipeline {
             })
             .collect();
         let digests: Vec<String> = unique.iter().map(|n| n.digest.clone()).collect();
-        let mut vectors: HashMap<String, Vec<f32>> = match &inner.store {
-            Some(store) => match store.get_note_embeddings(&identity, &digests).await {
-                Ok(found) => found
-                    .into_iter()
-                    .filter(|(_, v)| v.len() == inner.encoder.dim())
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "Reading cached note embeddings failed; embedding what the budget allows");
-                    HashMap::new()
+        let mut vectors: HashMap<String, Vec<f32>> = HashMap::new();
+        if let Some(store) = &inner.store {
+            vectors = inner.memory.get_many(&digests);
+            let unread: Vec<String> = digests
+                .iter()
+                .filter(|d| !vectors.contains_key(*d))
+                .cloned()
+                .collect();
+            if !unread.is_empty() {
+                match store.get_note_embeddings(&identity, &unread).await {
+                    Ok(found) => {
+                        for (d, v) in found {
+                            if v.len() == inner.encoder.dim() {
+                                inner.memory.insert(d.clone(), v.clone());
+                                vectors.insert(d, v);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Reading cached note embeddings failed; embedding what the budget allows");
+                    }
                 }
-            },
-            None => HashMap::new(),
-        };
+            }
+        }
         let cached_digests: HashSet<String> = vectors.keys().cloned().collect();
 
         let todo: Vec<PendingNote> = unique
@@ -437,7 +532,7 @@ mod tests {
         let enc = encoder();
         let budget = enc.count_tokens(NEW).unwrap();
         let store = store().await;
-        let p = NotesPipeline::start(Arc::clone(&enc), Some(store.clone()), budget);
+        let p = NotesPipeline::start(Arc::clone(&enc), Some(store.clone()), budget, 64);
         let notes = vec![
             (day(1), OLD.to_owned()),
             (day(20), NEW.to_owned()),
@@ -492,7 +587,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_store_every_note_is_embedded_inline_and_repeats_count_as_in_training() {
         let enc = encoder();
-        let p = NotesPipeline::start(Arc::clone(&enc), None, 0);
+        let p = NotesPipeline::start(Arc::clone(&enc), None, 0, 64);
         let notes = vec![
             (None, NEW.to_owned()),
             (day(2), OLD.to_owned()),
@@ -517,7 +612,7 @@ mod tests {
     async fn a_note_larger_than_the_budget_waits_and_no_notes_means_missing() {
         let enc = encoder();
         let store = store().await;
-        let p = NotesPipeline::start(Arc::clone(&enc), Some(store), 4);
+        let p = NotesPipeline::start(Arc::clone(&enc), Some(store), 4, 64);
         let o = p.patient_vector(vec![(day(1), MID.to_owned())]).await;
         assert_eq!((o.embedded_inline, o.queued, o.inline_tokens), (0, 1, 0));
         assert!(
@@ -527,5 +622,88 @@ mod tests {
         let none = p.patient_vector(vec![(day(1), "\n".to_owned())]).await;
         assert_eq!(none.notes, 0);
         assert!(none.vector.is_none());
+    }
+
+    #[tokio::test]
+    async fn vectors_read_once_are_served_from_memory_without_the_database() {
+        let enc = encoder();
+        let store = store().await;
+        let vectors: Vec<NoteEmbedding> = [OLD, NEW]
+            .iter()
+            .map(|t| NoteEmbedding {
+                text_sha256: note_digest(t),
+                vector: enc.embed_document(t).unwrap(),
+            })
+            .collect();
+        store
+            .put_note_embeddings(enc.identity(), &vectors)
+            .await
+            .unwrap();
+        // Budget 0: nothing may be embedded inline, so only a cache can
+        // supply the vectors.
+        let p = NotesPipeline::start(Arc::clone(&enc), Some(store.clone()), 0, 64);
+        let notes = vec![(day(1), OLD.to_owned()), (day(2), NEW.to_owned())];
+        let first = p.patient_vector(notes.clone()).await;
+        assert_eq!((first.cached, first.queued), (2, 0));
+
+        // The database goes away: the same notes still come from memory,
+        // bit for bit.
+        store.close().await;
+        let second = p.patient_vector(notes).await;
+        assert_eq!((second.cached, second.queued, second.failed), (2, 0, 0));
+        assert_eq!(second.vector, first.vector);
+        // A note memory has never read is not invented: it needs the
+        // database (gone) or the inline budget (0), so it is missing.
+        let third = p.patient_vector(vec![(day(3), MID.to_owned())]).await;
+        assert_eq!(third.cached, 0);
+        assert!(third.vector.is_none());
+    }
+
+    #[tokio::test]
+    async fn memory_off_reads_the_database_every_time() {
+        let enc = encoder();
+        let store = store().await;
+        let v = NoteEmbedding {
+            text_sha256: note_digest(OLD),
+            vector: enc.embed_document(OLD).unwrap(),
+        };
+        store
+            .put_note_embeddings(enc.identity(), &[v])
+            .await
+            .unwrap();
+        let p = NotesPipeline::start(Arc::clone(&enc), Some(store.clone()), 0, 0);
+        let notes = vec![(day(1), OLD.to_owned())];
+        assert_eq!(p.patient_vector(notes.clone()).await.cached, 1);
+        store.close().await;
+        assert_eq!(p.patient_vector(notes).await.cached, 0);
+    }
+
+    #[test]
+    fn the_memory_is_bounded_and_keeps_what_is_read() {
+        let m = MemoryCache::new(4);
+        let key = |n: usize| format!("{n:064x}");
+        for n in 0..10 {
+            m.insert(key(n), vec![n as f32]);
+            assert!(m.len() <= 4, "{} entries after {n} inserts", m.len());
+        }
+        // 8 and 9 are young, 6 and 7 old; older ones are gone.
+        assert!(m.get_many(&[key(0), key(5)]).is_empty());
+        // Reading 6 moves it to the young generation: it survives the next
+        // turnover, 7 (unread) does not.
+        assert_eq!(m.get_many(&[key(6)])[&key(6)], vec![6.0]);
+        m.insert(key(10), vec![10.0]);
+        m.insert(key(11), vec![11.0]);
+        let left = m.get_many(&[key(6), key(7), key(10), key(11)]);
+        assert!(left.contains_key(&key(6)) && !left.contains_key(&key(7)));
+        assert!(m.len() <= 4);
+        // Inserting a key again replaces it without growing.
+        let before = m.len();
+        m.insert(key(11), vec![11.5]);
+        assert_eq!(m.len(), before);
+        assert_eq!(m.get_many(&[key(11)])[&key(11)], vec![11.5]);
+        // Off: nothing is kept.
+        let off = MemoryCache::new(0);
+        off.insert(key(1), vec![1.0]);
+        assert_eq!(off.len(), 0);
     }
 }
