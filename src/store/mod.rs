@@ -468,6 +468,12 @@ pub(crate) fn clamp_span(d: Duration) -> Duration {
 /// A migrator over SQL embedded at compile time (no `migrate!` macro, so no
 /// second sqlx build for the macro host — STACK.md). Versions and checksums
 /// match what `sqlx migrate run --source migrations/<backend>` would record.
+/// A document as the JSON text both backends store (SQLite: text checked
+/// by `json_valid`; PostgreSQL: `json`, migration 7).
+pub(crate) fn json_text(v: &serde_json::Value) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::InvalidRecord(format!("JSON value: {e}")))
+}
+
 fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
     Migrator::with_migrations(
         migrations

@@ -24,7 +24,7 @@ use super::records::{
     CardRecord, FeedbackInsert, FeedbackRecord, HookRecord, InvocationRecord, PredictionRecord,
     StoredInvocation,
 };
-use super::{POSTGRES, Settings, StoreError, StoreOptions};
+use super::{POSTGRES, Settings, StoreError, StoreOptions, json_text};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -56,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "lz4 toast",
         include_str!("../../migrations/postgres/0006_lz4_toast.sql"),
+    ),
+    (
+        7,
+        "hook record json",
+        include_str!("../../migrations/postgres/0007_hook_record_json.sql"),
     ),
 ];
 
@@ -156,7 +161,7 @@ impl PgStore {
              INSERT INTO predictions (id, invocation_id, service_id, patient_id, model_id, \
              model_version, risk, risk_tier, confidence, review_suggested, input_digest, features, \
              result, created_at) \
-             SELECT $18, inv.id, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30 \
+             SELECT $18, inv.id, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28::json, $29::json, $30 \
              FROM inv WHERE $18 IS NOT NULL RETURNING id), \
              job AS (\
              INSERT INTO jobs (id, kind, payload, dedupe_key, status, attempts, max_attempts, \
@@ -167,13 +172,21 @@ impl PgStore {
              ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running') \
              DO NOTHING RETURNING id) \
              INSERT INTO cards (uuid, invocation_id, prediction_id, service_id, card, created_at) \
-             SELECT c.uuid, inv.id, c.prediction_id, c.service_id, c.card, c.created_at \
-             FROM inv, unnest($31::uuid[], $32::uuid[], $33::text[], $34::jsonb[], $35::timestamptz[]) \
+             SELECT c.uuid, inv.id, c.prediction_id, c.service_id, c.card::json, c.created_at \
+             FROM inv, unnest($31::uuid[], $32::uuid[], $33::text[], $34::text[], $35::timestamptz[]) \
              AS c(uuid, prediction_id, service_id, card, created_at)";
         let inv = &rec.invocation;
         let p = rec.prediction.as_ref();
         let cards = &rec.cards;
         let jobs = &rec.jobs;
+        // The documents go as text into `json` columns (migration 7): PostgreSQL
+        // only checks their syntax instead of building jsonb.
+        let features = p.map(|p| json_text(&p.features)).transpose()?;
+        let result = p.map(|p| json_text(&p.result)).transpose()?;
+        let card_texts = cards
+            .iter()
+            .map(|c| json_text(&c.card))
+            .collect::<Result<Vec<_>, _>>()?;
         sqlx::query(SQL)
             .bind(inv.id)
             .bind(&inv.hook_instance)
@@ -202,8 +215,8 @@ impl PgStore {
             .bind(p.and_then(|p| p.confidence))
             .bind(p.map(|p| p.review_suggested))
             .bind(p.map(|p| p.input_digest.as_str()))
-            .bind(p.map(|p| Json(&p.features)))
-            .bind(p.map(|p| Json(&p.result)))
+            .bind(features)
+            .bind(result)
             .bind(p.map(|p| p.created_at))
             .bind(cards.iter().map(|c| c.uuid).collect::<Vec<_>>())
             .bind(cards.iter().map(|c| c.prediction_id).collect::<Vec<_>>())
@@ -213,7 +226,7 @@ impl PgStore {
                     .map(|c| c.service_id.as_str())
                     .collect::<Vec<_>>(),
             )
-            .bind(cards.iter().map(|c| Json(&c.card)).collect::<Vec<_>>())
+            .bind(card_texts)
             .bind(cards.iter().map(|c| c.created_at).collect::<Vec<_>>())
             .bind(jobs.iter().map(|_| Uuid::new_v4()).collect::<Vec<_>>())
             .bind(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())

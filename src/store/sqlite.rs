@@ -36,7 +36,7 @@ use super::records::{
     CardRecord, FeedbackInsert, FeedbackRecord, HookRecord, InvocationRecord, PredictionRecord,
     StoredInvocation,
 };
-use super::{SQLITE, Settings, StoreError, StoreOptions};
+use super::{SQLITE, Settings, StoreError, StoreOptions, json_text};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -958,10 +958,6 @@ fn parse_json(table: &'static str, column: &'static str, s: &str) -> Result<Valu
         column,
         reason: format!("not JSON: {e}"),
     })
-}
-
-fn json_text(v: &Value) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError::InvalidRecord(format!("JSON value: {e}")))
 }
 
 /// Typed access to a SQLite row, naming table and column on failure.

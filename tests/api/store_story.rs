@@ -268,9 +268,25 @@ async fn migrating_twice_changes_nothing(db: &mut TestDb) {
     assert_eq!(db.count("invocations").await, 1);
     db.store.ping().await.unwrap();
 
-    // Migration 6: the snapshot's TOAST compression is lz4 wherever the
-    // server has it (a table declared with it tells).
+    // Migrations 6 and 7: the snapshot is `json`, TOAST-compressed with
+    // lz4 wherever the server has it (a table declared with it tells).
     if let Store::Postgres(s) = &db.store {
+        for (table, column) in [
+            ("predictions", "features"),
+            ("predictions", "result"),
+            ("cards", "card"),
+        ] {
+            let ty: String = sqlx::query_scalar(
+                "SELECT data_type::text FROM information_schema.columns \
+                 WHERE table_name = $1 AND column_name = $2",
+            )
+            .bind(table)
+            .bind(column)
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+            assert_eq!(ty, "json", "{table}.{column}");
+        }
         let lz4 = sqlx::query("CREATE TEMP TABLE lz4_probe (j jsonb COMPRESSION lz4)")
             .execute(s.pool())
             .await
@@ -681,27 +697,32 @@ async fn a_record_the_database_refuses_is_rolled_back_and_rejected_not_retried(d
             .is_some()
     );
 
-    // A NUL character: PostgreSQL text and jsonb cannot hold it (SQLSTATE
-    // class 22), SQLite can. Documented in docs/storage.md.
+    // A NUL character in a text column: PostgreSQL text cannot hold it
+    // (SQLSTATE class 22), SQLite can. Documented in docs/storage.md.
     let mut nul = hook_record("cachexia", "Patient/y-4", Utc::now());
-    nul.cards[0].card["detail"] = json!("before\u{0}after");
+    nul.invocation.error = Some("before\u{0}after".into());
     let res = db.store.record_hook(&nul).await;
     match db.backend {
         Backend::Sqlite => {
             res.unwrap();
-            let back = db
-                .store
-                .find_card(nul.cards[0].uuid)
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(back.card["detail"], "before\u{0}after");
         }
         Backend::Postgres => {
             let err = res.unwrap_err();
             assert!(err.is_record_rejected(), "{}", error_chain(&err));
         }
     }
+    // Inside a card's JSON both keep it: the `json` column stores the
+    // escape as written (migration 7), and it reads back as the character.
+    let mut nul = hook_record("cachexia", "Patient/y-5", Utc::now());
+    nul.cards[0].card["detail"] = json!("before\u{0}after");
+    db.store.record_hook(&nul).await.unwrap();
+    let back = db
+        .store
+        .find_card(nul.cards[0].uuid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.card["detail"], "before\u{0}after");
 }
 
 // ------------------------------------------------- single-backend stories
