@@ -120,7 +120,7 @@ pub async fn call_service(
             if outcome.evaluation.prediction.is_some() {
                 add_review_links(&mut outcome, &base, prediction_id);
             }
-            let mut record = hook_record(&meta, Some(&outcome), prediction_id, 200, None);
+            let mut record = hook_record(&meta, Some(&mut outcome), prediction_id, 200, None);
             // The write-back job goes into the same transaction as the
             // prediction; the hook does not wait for the write-back itself.
             if let (Some(policy), Some(p)) = (&state.writeback, &record.prediction) {
@@ -182,9 +182,11 @@ fn add_review_links(outcome: &mut HookOutcome, base: &str, prediction_id: Uuid) 
     }
 }
 
+/// The audit record of one hook call. The snapshot and result are moved out
+/// of `outcome` (their last use); its response is left as it was.
 fn hook_record(
     meta: &Meta<'_>,
-    outcome: Option<&HookOutcome>,
+    mut outcome: Option<&mut HookOutcome>,
     prediction_id: Uuid,
     http_status: i32,
     error: Option<String>,
@@ -193,28 +195,29 @@ fn hook_record(
     let service_id = meta.service.definition().id.clone();
     let patient_id = meta.hook.context.patient_id.as_str().to_owned();
     let now = Utc::now();
-    let (prediction, cards) = match outcome {
+    let (prediction, cards) = match outcome.as_deref_mut() {
         Some(o) => {
-            let prediction = o.evaluation.prediction.as_ref().map(|p| PredictionRecord {
-                id: prediction_id,
-                invocation_id,
-                service_id: service_id.clone(),
-                patient_id: patient_id.clone(),
-                model_id: p.model_id.clone(),
-                model_version: p.model_version.clone(),
-                risk: p.risk,
-                risk_tier: p.risk_tier.clone(),
-                confidence: p.confidence,
-                review_suggested: p.review_suggested,
-                input_digest: o.input_digest.clone(),
-                features: o.snapshot(),
-                result: serde_json::json!({
-                    "prediction": p.result,
-                    "baselines": o.evaluation.baselines,
-                    "model": o.evaluation.model,
-                }),
-                created_at: now,
-            });
+            let prediction = if o.evaluation.prediction.is_some() {
+                let (features, result) = (o.take_snapshot(), o.take_result());
+                o.evaluation.prediction.as_ref().map(|p| PredictionRecord {
+                    id: prediction_id,
+                    invocation_id,
+                    service_id: service_id.clone(),
+                    patient_id: patient_id.clone(),
+                    model_id: p.model_id.clone(),
+                    model_version: p.model_version.clone(),
+                    risk: p.risk,
+                    risk_tier: p.risk_tier.clone(),
+                    confidence: p.confidence,
+                    review_suggested: p.review_suggested,
+                    input_digest: o.input_digest.clone(),
+                    features,
+                    result,
+                    created_at: now,
+                })
+            } else {
+                None
+            };
             let prediction_id = prediction.as_ref().map(|p| p.id);
             let cards = o
                 .response
@@ -255,10 +258,13 @@ fn hook_record(
             client_sub,
             received_at: meta.received_at,
             total_ms: meta.total_ms,
-            fhir_ms: outcome.map(|o| o.fhir_ms).unwrap_or(0.0),
-            inference_ms: outcome.map(|o| o.evaluation.inference_ms).unwrap_or(0.0),
+            fhir_ms: outcome.as_deref().map(|o| o.fhir_ms).unwrap_or(0.0),
+            inference_ms: outcome
+                .as_deref()
+                .map(|o| o.evaluation.inference_ms)
+                .unwrap_or(0.0),
             http_status,
-            outcome: match (outcome, http_status) {
+            outcome: match (outcome.as_deref(), http_status) {
                 (Some(o), _) if o.response.cards.is_empty() => "no-cards".into(),
                 (Some(_), _) => "cards".into(),
                 (None, s) => format!("error-{s}"),
