@@ -718,7 +718,8 @@ pub fn erf_f32(x: f32) -> f32 {
 
 /// The exact GELU, `x·Φ(x) = x/2·(1 + erf(x/√2))` (Hendrycks & Gimpel
 /// 2016; Hugging Face `"gelu"`), as a candle op: on CPU through
-/// [`erf_f32`], in parallel chunks on the current rayon pool; elsewhere
+/// [`erf_f32`] (in parallel chunks on the current rayon pool when large);
+/// elsewhere
 /// candle's own `gelu_erf`.
 pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
     if xs.device().is_cpu() && xs.dtype() == DType::F32 {
@@ -741,15 +742,51 @@ impl CustomOp1 for GeluErfOp {
             Some((start, end)) => &src[start..end],
             None => candle_core::bail!("gelu_erf needs a contiguous tensor"),
         };
+        if src.len() <= GELU_SERIAL_MAX {
+            let mut dst = vec![0f32; src.len()];
+            gelu_slice(src, &mut dst);
+            return Ok((CpuStorage::F32(dst), layout.shape().clone()));
+        }
         let mut dst = vec![0f32; src.len()];
-        dst.par_chunks_mut(16 * 1024)
-            .zip(src.par_chunks(16 * 1024))
-            .for_each(|(d, s)| {
-                for (d, &x) in d.iter_mut().zip(s) {
-                    *d = 0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
-                }
-            });
+        dst.par_chunks_mut(GELU_CHUNK)
+            .zip(src.par_chunks(GELU_CHUNK))
+            .for_each(|(d, s)| gelu_slice(s, d));
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
+    }
+}
+
+/// Values per parallel piece of a large activation (MiniLM: 1,536 per token).
+const GELU_CHUNK: usize = 16 * 1024;
+
+/// Up to this many values the op runs on the calling thread. Handing three
+/// or four small pieces to rayon cost more than it saved: the cachexia
+/// model's activations (always under 64k values per pass) spent more time
+/// in rayon's job plumbing than in the arithmetic under load.
+const GELU_SERIAL_MAX: usize = 4 * GELU_CHUNK;
+
+/// GELU of `src` into `dst` (same length). Compiled twice and chosen at run
+/// time: with AVX2 the same operations run 8 lanes wide instead of SSE2's 4,
+/// so both give the same numbers.
+fn gelu_slice(src: &[f32], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        #[allow(unsafe_code)] // calling a `target_feature` function
+        return unsafe { gelu_slice_avx2(src, dst) };
+    }
+    gelu_slice_body(src, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn gelu_slice_avx2(src: &[f32], dst: &mut [f32]) {
+    gelu_slice_body(src, dst)
+}
+
+#[inline(always)]
+fn gelu_slice_body(src: &[f32], dst: &mut [f32]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = 0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
     }
 }
 
