@@ -254,11 +254,29 @@ fn attend_body(src: &[f32], dst: &mut [f32], t: usize, h: usize, hd: usize, quer
                 }
                 let y = &mut out[i * d + head * hd..][..hd];
                 let inv_sum = sum.recip();
-                for (j, pj) in p.iter().enumerate() {
-                    let w = pj * inv_sum;
-                    let v = &rows[j * three_d + vo..][..hd];
-                    for (y, v) in y.iter_mut().zip(v) {
-                        *y += w * v;
+                if hd == LANES {
+                    // The weighted values accumulate in registers and are
+                    // stored once: with a run-time length the compiler kept
+                    // `y` in memory, and every key's update waited for the
+                    // previous one's store (the op's hottest instructions).
+                    // The same additions in the same order.
+                    let mut acc = [0f32; LANES];
+                    acc.copy_from_slice(y);
+                    for (j, pj) in p.iter().enumerate() {
+                        let w = pj * inv_sum;
+                        let v = &rows[j * three_d + vo..][..LANES];
+                        for (a, &v) in acc.iter_mut().zip(v) {
+                            *a += w * v;
+                        }
+                    }
+                    y.copy_from_slice(&acc);
+                } else {
+                    for (j, pj) in p.iter().enumerate() {
+                        let w = pj * inv_sum;
+                        let v = &rows[j * three_d + vo..][..hd];
+                        for (y, v) in y.iter_mut().zip(v) {
+                            *y += w * v;
+                        }
                     }
                 }
             }
@@ -809,46 +827,51 @@ mod tests {
 
     /// The token-attention op equals scaled dot-product attention written
     /// out naively (f64), for six tokens (the vector path) and ten (the
-    /// plain one), all queries and the first only.
+    /// plain one), all queries and the first only, head sizes 4 and 8.
     #[test]
     fn token_attention_equals_naive_attention() {
         let dev = Device::Cpu;
-        let (h, hd) = (2, 4);
-        let d = h * hd;
-        for t in [6, 10] {
-            let qkv = Tensor::randn(0f32, 1.0, (3, t, 3 * d), &dev).unwrap();
-            let rows = qkv.to_vec3::<f32>().unwrap();
-            for first_only in [false, true] {
-                let op = TokenAttention {
-                    n_heads: h,
-                    head_dim: hd,
-                    first_only,
-                };
-                let got = qkv.apply_op1_no_bwd(&op).unwrap().to_vec3::<f32>().unwrap();
-                let queries = if first_only { 1 } else { t };
-                assert_eq!((got.len(), got[0].len()), (3, queries));
-                for (r, row) in rows.iter().enumerate() {
-                    for i in 0..queries {
-                        for head in 0..h {
-                            let q = &row[i][head * hd..][..hd];
-                            let scores: Vec<f64> = (0..t)
-                                .map(|j| {
-                                    let k = &row[j][d + head * hd..][..hd];
-                                    q.iter().zip(k).map(|(a, b)| f64::from(a * b)).sum::<f64>()
-                                        / (hd as f64).sqrt()
-                                })
-                                .collect();
-                            let max = scores.iter().copied().fold(f64::MIN, f64::max);
-                            let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-                            let total: f64 = e.iter().sum();
-                            for c in 0..hd {
-                                let want: f64 = (0..t)
+        // Head size 4 (the plain output loop) and 8 (the register one).
+        for (h, hd) in [(2, 4), (4, 8)] {
+            let d = h * hd;
+            for t in [6, 10] {
+                let qkv = Tensor::randn(0f32, 1.0, (3, t, 3 * d), &dev).unwrap();
+                let rows = qkv.to_vec3::<f32>().unwrap();
+                for first_only in [false, true] {
+                    let op = TokenAttention {
+                        n_heads: h,
+                        head_dim: hd,
+                        first_only,
+                    };
+                    let got = qkv.apply_op1_no_bwd(&op).unwrap().to_vec3::<f32>().unwrap();
+                    let queries = if first_only { 1 } else { t };
+                    assert_eq!((got.len(), got[0].len()), (3, queries));
+                    for (r, row) in rows.iter().enumerate() {
+                        for i in 0..queries {
+                            for head in 0..h {
+                                let q = &row[i][head * hd..][..hd];
+                                let scores: Vec<f64> = (0..t)
                                     .map(|j| {
-                                        e[j] / total * f64::from(row[j][2 * d + head * hd + c])
+                                        let k = &row[j][d + head * hd..][..hd];
+                                        q.iter().zip(k).map(|(a, b)| f64::from(a * b)).sum::<f64>()
+                                            / (hd as f64).sqrt()
                                     })
-                                    .sum();
-                                let diff = (f64::from(got[r][i][head * hd + c]) - want).abs();
-                                assert!(diff < 1e-5, "t {t}, row {r}, query {i}: off by {diff}");
+                                    .collect();
+                                let max = scores.iter().copied().fold(f64::MIN, f64::max);
+                                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                                let total: f64 = e.iter().sum();
+                                for c in 0..hd {
+                                    let want: f64 = (0..t)
+                                        .map(|j| {
+                                            e[j] / total * f64::from(row[j][2 * d + head * hd + c])
+                                        })
+                                        .sum();
+                                    let diff = (f64::from(got[r][i][head * hd + c]) - want).abs();
+                                    assert!(
+                                        diff < 1e-5,
+                                        "t {t}, row {r}, query {i}: off by {diff}"
+                                    );
+                                }
                             }
                         }
                     }
