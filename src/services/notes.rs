@@ -508,6 +508,23 @@ mod tests {
         s
     }
 
+    /// A cache that already holds the vectors of `texts`.
+    async fn store_holding(enc: &TextEncoder, texts: &[&str]) -> Store {
+        let store = store().await;
+        let vectors: Vec<NoteEmbedding> = texts
+            .iter()
+            .map(|t| NoteEmbedding {
+                text_sha256: note_digest(t),
+                vector: enc.embed_document(t).unwrap(),
+            })
+            .collect();
+        store
+            .put_note_embeddings(enc.identity(), &vectors)
+            .await
+            .unwrap();
+        store
+    }
+
     fn day(d: u32) -> Option<NaiveDate> {
         NaiveDate::from_ymd_opt(2026, 3, d)
     }
@@ -627,18 +644,7 @@ mod tests {
     #[tokio::test]
     async fn vectors_read_once_are_served_from_memory_without_the_database() {
         let enc = encoder();
-        let store = store().await;
-        let vectors: Vec<NoteEmbedding> = [OLD, NEW]
-            .iter()
-            .map(|t| NoteEmbedding {
-                text_sha256: note_digest(t),
-                vector: enc.embed_document(t).unwrap(),
-            })
-            .collect();
-        store
-            .put_note_embeddings(enc.identity(), &vectors)
-            .await
-            .unwrap();
+        let store = store_holding(&enc, &[OLD, NEW]).await;
         // Budget 0: nothing may be embedded inline, so only a cache can
         // supply the vectors.
         let p = NotesPipeline::start(Arc::clone(&enc), Some(store.clone()), 0, 64);
@@ -662,15 +668,7 @@ mod tests {
     #[tokio::test]
     async fn memory_off_reads_the_database_every_time() {
         let enc = encoder();
-        let store = store().await;
-        let v = NoteEmbedding {
-            text_sha256: note_digest(OLD),
-            vector: enc.embed_document(OLD).unwrap(),
-        };
-        store
-            .put_note_embeddings(enc.identity(), &[v])
-            .await
-            .unwrap();
+        let store = store_holding(&enc, &[OLD]).await;
         let p = NotesPipeline::start(Arc::clone(&enc), Some(store.clone()), 0, 0);
         let notes = vec![(day(1), OLD.to_owned())];
         assert_eq!(p.patient_vector(notes.clone()).await.cached, 1);
