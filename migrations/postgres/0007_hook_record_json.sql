@@ -1,8 +1,10 @@
 -- The hook record's documents (the input snapshot, the result, the card) are
 -- stored as `json`, the exact text the server wrote, instead of `jsonb`.
 --
--- Why: parsing 30-40 KB of JSON into jsonb was the largest single cost of a
--- hook in PostgreSQL (docs/benchmarks.md, "Hook records stored as json");
+-- Why: building jsonb from them (the fixture patient's: snapshot 4.8 KB,
+-- result 9.3 KB, plus the cards) was PostgreSQL's largest cost per hook
+-- after the kernel (docs/benchmarks.md, "Note vectors in memory, `json`
+-- hook records, AVX2 model ops");
 -- `json` only checks the syntax. Nothing queries inside these documents with
 -- jsonb-only operators or indexes them; `->` and `->>` work on `json` too.
 -- An audit record is also better kept byte for byte: `json` keeps key order
