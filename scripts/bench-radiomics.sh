@@ -9,6 +9,7 @@
 #       end to end: the whole `oncohooks radiomics` process (release binary:
 #       start, NRRD read + inflate, features, JSON out) timed by hyperfine,
 #       against pyradiomics' execute() on the same file paths
+#   ONCOHOOKS_BIN=path/to/oncohooks scripts/bench-radiomics.sh --cli ...   # skip the release build
 #
 # DATA_DIR (or $RADIOMICS_FULL_DIR; default ../shared/data/radiomics/full) holds
 # <case>_image.nrrd, <case>_mask.nrrd and <case>_features.json.
@@ -121,8 +122,14 @@ cat "$OUT/pyradiomics.txt"
 # --- oncohooks: the CLI process end to end ---------------------------------
 if [[ $CLI == 1 ]]; then
   command -v hyperfine >/dev/null || { echo "hyperfine is needed (apt-get install hyperfine)" >&2; exit 1; }
-  BIN="$CARGO_TARGET_DIR/release/oncohooks"
-  cargo build --quiet --release --bin oncohooks
+  # ONCOHOOKS_BIN: time that release binary instead of building one (as in
+  # scripts/bench/hook-latency.sh).
+  if [[ -n "${ONCOHOOKS_BIN:-}" ]]; then
+    BIN="$ONCOHOOKS_BIN"
+  else
+    BIN="$CARGO_TARGET_DIR/release/oncohooks"
+    cargo build --quiet --release --bin oncohooks
+  fi
   echo "== oncohooks radiomics CLI (hyperfine, $REPS runs after 3 warm-ups, median)"
   for case in lung1 lung2; do
     img="$DATA/${case}_image.nrrd"; msk="$DATA/${case}_mask.nrrd"
