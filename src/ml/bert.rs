@@ -764,23 +764,9 @@ const GELU_CHUNK: usize = 16 * 1024;
 /// in rayon's job plumbing than in the arithmetic under load.
 const GELU_SERIAL_MAX: usize = 4 * GELU_CHUNK;
 
-/// GELU of `src` into `dst` (same length). Compiled twice and chosen at run
-/// time: with AVX2 the same operations run 8 lanes wide instead of SSE2's 4,
-/// so both give the same numbers.
-fn gelu_slice(src: &[f32], dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        #[allow(unsafe_code)] // calling a `target_feature` function
-        return unsafe { gelu_slice_avx2(src, dst) };
-    }
-    gelu_slice_body(src, dst)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn gelu_slice_avx2(src: &[f32], dst: &mut [f32]) {
-    gelu_slice_body(src, dst)
+avx2_dispatch! {
+    /// GELU of `src` into `dst` (same length). AVX2 chosen at run time.
+    fn gelu_slice(src: &[f32], dst: &mut [f32]) => gelu_slice_body
 }
 
 #[inline(always)]

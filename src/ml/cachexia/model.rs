@@ -179,28 +179,14 @@ impl CustomOp1 for TokenAttention {
     }
 }
 
-/// Scaled dot-product attention of every row's tokens (or its first token
-/// only: `queries` = 1) over its `t` tokens; `src` is (B, t, 3·d) packed
-/// q|k|v, `dst` (B, queries, d), zeroed. Compiled twice and chosen at run
-/// time: with AVX2 the same operations run 8 lanes wide instead of SSE2's 4,
-/// so both give the same numbers.
-fn attend(src: &[f32], dst: &mut [f32], t: usize, h: usize, hd: usize, queries: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        #[allow(unsafe_code)] // calling a `target_feature` function
-        return unsafe { attend_avx2(src, dst, t, h, hd, queries) };
-    }
-    attend_body(src, dst, t, h, hd, queries)
+avx2_dispatch! {
+    /// Scaled dot-product attention of every row's tokens (or its first
+    /// token only: `queries` = 1) over its `t` tokens; `src` is (B, t, 3·d)
+    /// packed q|k|v, `dst` (B, queries, d), zeroed. AVX2 chosen at run time.
+    fn attend(src: &[f32], dst: &mut [f32], t: usize, h: usize, hd: usize, queries: usize) => attend_body
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn attend_avx2(src: &[f32], dst: &mut [f32], t: usize, h: usize, hd: usize, queries: usize) {
-    attend_body(src, dst, t, h, hd, queries)
-}
-
-/// The loop itself, inlined into both entry points.
+/// The loop itself, inlined into both entry points of [`attend`].
 #[inline(always)]
 fn attend_body(src: &[f32], dst: &mut [f32], t: usize, h: usize, hd: usize, queries: usize) {
     let d = h * hd;
@@ -585,23 +571,10 @@ impl CustomOp1 for StackedNorm {
     }
 }
 
-/// Each `d`-value row of `src` (`n` rows per member) normalised with its
-/// member's scale and shift, appended to `dst`. Chosen at run time like
-/// [`attend`]: AVX2 or SSE2, the same operations either way.
-fn normalise(norm: &StackedNorm, src: &[f32], dst: &mut Vec<f32>, n: usize, d: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        #[allow(unsafe_code)] // calling a `target_feature` function
-        return unsafe { normalise_avx2(norm, src, dst, n, d) };
-    }
-    normalise_body(norm, src, dst, n, d)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn normalise_avx2(norm: &StackedNorm, src: &[f32], dst: &mut Vec<f32>, n: usize, d: usize) {
-    normalise_body(norm, src, dst, n, d)
+avx2_dispatch! {
+    /// Each `d`-value row of `src` (`n` rows per member) normalised with its
+    /// member's scale and shift, appended to `dst`. AVX2 chosen at run time.
+    fn normalise(norm: &StackedNorm, src: &[f32], dst: &mut Vec<f32>, n: usize, d: usize) => normalise_body
 }
 
 #[inline(always)]
