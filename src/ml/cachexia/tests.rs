@@ -477,6 +477,34 @@ fn stacked_forward_equals_each_member() {
     }
 }
 
+/// A row's logits are bit for bit the same whatever batch it is scored in
+/// (alone, or among a hook's rows and other patients): every output value
+/// sums its terms in one fixed order, so a stored prediction can be
+/// re-scored exactly.
+#[test]
+fn a_rows_logits_do_not_depend_on_its_batch() {
+    let ds = dataset(None);
+    let model = train(&ds, &tiny_options(3), None).unwrap();
+    let encoded: Vec<_> = ds
+        .examples
+        .iter()
+        .take(70)
+        .map(|e| model.meta.standardizer.encode(&e.raw))
+        .collect();
+    let rows: Vec<_> = encoded.iter().collect();
+    let together = model.member_logits(&rows).unwrap();
+    for (r, row) in rows.iter().enumerate().step_by(7) {
+        let alone = model.member_logits(&[*row]).unwrap();
+        for (m, member) in alone.iter().enumerate() {
+            assert_eq!(
+                member[0].to_bits(),
+                together[m][r].to_bits(),
+                "row {r}, member {m}"
+            );
+        }
+    }
+}
+
 /// The ensemble's stacked, chunked inference equals the members one by
 /// one on a hook-sized set of rows (more than one chunk).
 #[test]
