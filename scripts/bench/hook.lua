@@ -46,6 +46,21 @@ function request()
   }, prefix .. instance .. suffix)
 end
 
+-- BENCH_SERVER_TIMES=1: also collect the server's own times per call:
+-- x-total-time (request received → record stored), to tell time spent
+-- inside the handler from time queued before it (socket, workers), and
+-- x-inference-time (the model's call, queueing for the pool included).
+if os.getenv("BENCH_SERVER_TIMES") == "1" then
+  server_ms = {}
+  inference_ms = {}
+  function response(status, headers, body)
+    local t = tonumber(headers["x-total-time"])
+    if t then table.insert(server_ms, t) end
+    local i = tonumber(headers["x-inference-time"])
+    if i then table.insert(inference_ms, i) end
+  end
+end
+
 function done(summary, latency, requests)
   io.write(string.format("latency_ms p50=%.2f p90=%.2f p99=%.2f max=%.2f\n",
     latency:percentile(50) / 1000, latency:percentile(90) / 1000,
@@ -54,4 +69,18 @@ function done(summary, latency, requests)
     summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
     summary.errors.status, summary.errors.connect, summary.errors.read,
     summary.errors.write, summary.errors.timeout))
+  if os.getenv("BENCH_SERVER_TIMES") == "1" then
+    for _, name in ipairs({"server_ms", "inference_ms"}) do
+      local all = {}
+      for _, t in ipairs(threads) do
+        for _, v in ipairs(t:get(name)) do table.insert(all, v) end
+      end
+      table.sort(all)
+      local function pct(p) return all[math.max(1, math.ceil(#all * p / 100))] end
+      if #all > 0 then
+        io.write(string.format("%s p50=%.1f p90=%.1f p99=%.1f max=%.1f n=%d\n",
+          name, pct(50), pct(90), pct(99), all[#all], #all))
+      end
+    end
+  end
 end
