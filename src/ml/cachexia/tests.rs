@@ -477,20 +477,30 @@ fn stacked_forward_equals_each_member() {
     }
 }
 
+/// A tiny ensemble trained with `seed` on the test cohort, and the first
+/// `n` patients' inputs encoded for it.
+fn tiny_model_and_rows(
+    seed: u64,
+    n: usize,
+) -> (super::CachexiaEnsemble, Vec<super::inputs::Encoded>) {
+    let ds = dataset(None);
+    let model = train(&ds, &tiny_options(seed), None).unwrap();
+    let encoded = ds
+        .examples
+        .iter()
+        .take(n)
+        .map(|e| model.meta.standardizer.encode(&e.raw))
+        .collect();
+    (model, encoded)
+}
+
 /// A row's logits are bit for bit the same whatever batch it is scored in
 /// (alone, or among a hook's rows and other patients): every output value
 /// sums its terms in one fixed order, so a stored prediction can be
 /// re-scored exactly.
 #[test]
 fn a_rows_logits_do_not_depend_on_its_batch() {
-    let ds = dataset(None);
-    let model = train(&ds, &tiny_options(3), None).unwrap();
-    let encoded: Vec<_> = ds
-        .examples
-        .iter()
-        .take(70)
-        .map(|e| model.meta.standardizer.encode(&e.raw))
-        .collect();
+    let (model, encoded) = tiny_model_and_rows(3, 70);
     let rows: Vec<_> = encoded.iter().collect();
     let together = model.member_logits(&rows).unwrap();
     for (r, row) in rows.iter().enumerate().step_by(7) {
@@ -509,14 +519,7 @@ fn a_rows_logits_do_not_depend_on_its_batch() {
 /// one on a hook-sized set of rows (more than one chunk).
 #[test]
 fn ensemble_logits_equal_the_members_one_by_one() {
-    let ds = dataset(None);
-    let model = train(&ds, &tiny_options(4), None).unwrap();
-    let encoded: Vec<_> = ds
-        .examples
-        .iter()
-        .take(150)
-        .map(|e| model.meta.standardizer.encode(&e.raw))
-        .collect();
+    let (model, encoded) = tiny_model_and_rows(4, 150);
     let rows: Vec<_> = encoded.iter().collect();
     let stacked = model.member_logits(&rows).unwrap();
     let single = model.member_logits_unstacked(&rows).unwrap();
