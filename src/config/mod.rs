@@ -83,7 +83,7 @@ pub struct ModelsSettings {
     /// on every hook.
     pub note_vectors_in_memory: usize,
     /// Threads of the cachexia model's dedicated inference pool
-    /// (`services::inference`); 0: one per CPU.
+    /// (`services::inference`); 0: half the CPUs, at least one.
     pub inference_threads: usize,
 }
 

@@ -22,15 +22,27 @@ pub enum InferencePoolError {
     Lost,
 }
 
+/// Half the available CPUs, at least one. A cachexia hook's model call is
+/// about a third of its CPU time; the HTTP workers (one per CPU), parsing,
+/// signing checks and the audit write take the rest. One model thread per
+/// CPU on top of them made the two cores of the benchmark machine switch
+/// between more runnable threads than they could serve: with half, the
+/// same load ran 4-15 % more hooks per second at a lower p99 in 6 of 8
+/// alternating pairs (docs/benchmarks.md, "One ping per hook write, half
+/// the CPUs for the model").
+pub fn default_threads() -> usize {
+    (std::thread::available_parallelism().map_or(1, usize::from) / 2).max(1)
+}
+
 pub struct InferencePool {
     pool: rayon::ThreadPool,
 }
 
 impl InferencePool {
-    /// `threads` = 0: one per available CPU.
+    /// `threads` = 0: half the available CPUs, at least one ([`default_threads`]).
     pub fn new(threads: usize) -> Result<Self, InferencePoolError> {
         let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, usize::from)
+            default_threads()
         } else {
             threads
         };
@@ -87,9 +99,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn zero_threads_means_one_per_cpu() {
+    async fn zero_threads_means_half_the_cpus() {
         let pool = InferencePool::new(0).unwrap();
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        assert_eq!(pool.threads(), cpus);
+        assert_eq!(pool.threads(), (cpus / 2).max(1));
     }
 }

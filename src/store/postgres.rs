@@ -11,7 +11,7 @@ use sqlx::postgres::PgArguments;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Postgres, Row, SqlSafeStr};
+use sqlx::{AssertSqlSafe, Connection, Postgres, Row, SqlSafeStr};
 use uuid::Uuid;
 
 use super::embeddings::{self, NoteEmbedding};
@@ -64,6 +64,10 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
+/// An idle connection is pinged before reuse after this long (see
+/// [`PgStore::options`]); under load connections idle for milliseconds.
+pub(crate) const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     StoreError::db(POSTGRES, action)
 }
@@ -109,7 +113,23 @@ impl PgStore {
         })?;
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections.max(1))
-            .acquire_timeout(opts.acquire_timeout);
+            .acquire_timeout(opts.acquire_timeout)
+            // sqlx already pings every connection as it goes back to the pool
+            // (sqlx-core 0.9 `PoolConnection::return_to_pool`); its default
+            // second ping on every acquire was one more round trip, and one
+            // more wake-up of a backend, per hook write (~3 % of the server's
+            // CPU under load: docs/benchmarks.md, "One ping per hook write").
+            // A connection that sat idle can have been dropped by the server
+            // or a proxy since that ping, so it is still tested then.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            });
         Ok((pool, conn))
     }
 

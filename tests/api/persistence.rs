@@ -73,3 +73,26 @@ async fn database_outage_spools_hooks_and_replays_them_when_it_is_back() {
     assert_eq!(app.db.count("cards").await, 2);
     app.cleanup().await;
 }
+
+/// The pool does not ping a connection on every acquire (sqlx already pings
+/// it when it goes back), only one that sat idle for a second or more
+/// (`PgStore::options`): a connection the server dropped meanwhile is then
+/// replaced instead of failing the next query.
+#[tokio::test]
+async fn connections_dropped_while_idle_are_replaced_before_reuse() {
+    let db = crate::support::db::TestDb::postgres().await;
+    let store = db.connect_again().await;
+    store.ping().await.unwrap();
+
+    // The server drops the store's connection (the database stays up).
+    set_database_available(db.url(), false).await;
+    set_database_available(db.url(), true).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+
+    store
+        .ping()
+        .await
+        .expect("the dead idle connection is replaced, not used");
+    store.close().await;
+    db.cleanup().await;
+}
