@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use serde_json::Value;
 use sqlx::postgres::PgArguments;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::query::Query;
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Connection, Postgres, Row, SqlSafeStr};
@@ -76,14 +77,94 @@ fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// Hook records go through these, not the pool (see [`WriteConnections`]).
+    writers: Arc<WriteConnections>,
     pub(crate) settings: Settings,
+}
+
+/// Connections for hook records, kept outside sqlx's pool. sqlx pings a
+/// pooled connection every time it goes back (sqlx-core 0.9
+/// `PoolConnection::return_to_pool`, not configurable): one more round trip
+/// and one more wake-up of a backend per hook, the busiest write there is.
+/// These go back without it. As in the pool, a connection idle for
+/// [`PING_IF_IDLE_FOR`] or longer is pinged before reuse, and one whose
+/// statement failed other than in the database, or was cancelled (the
+/// write's deadline), is closed instead of reused.
+struct WriteConnections {
+    connect: PgConnectOptions,
+    /// At most `[database] max_connections` of them open at once.
+    permits: tokio::sync::Semaphore,
+    /// Idle connections, the most recently used last.
+    idle: Mutex<Vec<(PgConnection, Instant)>>,
+}
+
+impl std::fmt::Debug for WriteConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteConnections")
+            .field("available", &self.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WriteConnections {
+    fn new(connect: PgConnectOptions, max: u32) -> Self {
+        Self {
+            connect,
+            permits: tokio::sync::Semaphore::new(max.max(1) as usize),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn pop(&self) -> Option<(PgConnection, Instant)> {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+
+    /// Run `statement` on an idle connection (or a new one) and put the
+    /// connection back afterwards if it is still fit for use.
+    async fn execute<'q>(
+        &self,
+        statement: Query<'q, Postgres, PgArguments>,
+    ) -> Result<(), sqlx::Error> {
+        // Never closed: `acquire` cannot fail.
+        let _permit = self.permits.acquire().await.ok();
+        let mut conn = loop {
+            match self.pop() {
+                Some((mut conn, since)) => {
+                    if since.elapsed() < PING_IF_IDLE_FOR || conn.ping().await.is_ok() {
+                        break conn;
+                    }
+                    // Dropped by the server or a proxy while idle: closed here.
+                }
+                None => break PgConnection::connect_with(&self.connect).await?,
+            }
+        };
+        let outcome = statement.execute(&mut conn).await;
+        // A statement the database refused leaves the connection ready for
+        // the next one; any other error (I/O, protocol) may not.
+        if matches!(&outcome, Ok(_) | Err(sqlx::Error::Database(_))) {
+            self.idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((conn, Instant::now()));
+        }
+        outcome.map(|_| ())
+    }
+
+    async fn close(&self) {
+        while let Some((conn, _)) = self.pop() {
+            let _ = conn.close().await;
+        }
+    }
 }
 
 impl PgStore {
     pub(crate) async fn connect(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
         let (pool_opts, conn) = Self::options(url, opts)?;
         let pool = pool_opts
-            .connect_with(conn)
+            .connect_with(conn.clone())
             .await
             .map_err(|source| StoreError::Connect {
                 backend: POSTGRES,
@@ -91,6 +172,7 @@ impl PgStore {
             })?;
         Ok(PgStore {
             pool,
+            writers: Arc::new(WriteConnections::new(conn, opts.max_connections)),
             settings: Settings::from(opts),
         })
     }
@@ -98,7 +180,8 @@ impl PgStore {
     pub(crate) fn connect_lazy(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
         let (pool_opts, conn) = Self::options(url, opts)?;
         Ok(PgStore {
-            pool: pool_opts.connect_lazy_with(conn),
+            pool: pool_opts.connect_lazy_with(conn.clone()),
+            writers: Arc::new(WriteConnections::new(conn, opts.max_connections)),
             settings: Settings::from(opts),
         })
     }
@@ -117,8 +200,9 @@ impl PgStore {
             // sqlx already pings every connection as it goes back to the pool
             // (sqlx-core 0.9 `PoolConnection::return_to_pool`); its default
             // second ping on every acquire was one more round trip, and one
-            // more wake-up of a backend, per hook write (~3 % of the server's
-            // CPU under load: docs/benchmarks.md, "One ping per hook write").
+            // more wake-up of a backend, per query (the hook write's cost
+            // 8-16 % of the hooks per second under load: docs/benchmarks.md,
+            // "One ping per hook write").
             // A connection that sat idle can have been dropped by the server
             // or a proxy since that ping, so it is still tested then.
             .test_before_acquire(false)
@@ -139,6 +223,7 @@ impl PgStore {
     }
 
     pub(crate) async fn close(&self) {
+        self.writers.close().await;
         self.pool.close().await;
     }
 
@@ -207,7 +292,7 @@ impl PgStore {
             .iter()
             .map(|c| json_text(&c.card))
             .collect::<Result<Vec<_>, _>>()?;
-        sqlx::query(SQL)
+        let statement = sqlx::query(SQL)
             .bind(inv.id)
             .bind(&inv.hook_instance)
             .bind(&inv.service_id)
@@ -256,10 +341,10 @@ impl PgStore {
                     .map(|j| j.dedupe_key.as_deref())
                     .collect::<Vec<_>>(),
             )
-            .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
-            .execute(&self.pool)
+            .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>());
+        self.writers
+            .execute(statement)
             .await
-            .map(|_| ())
             .map_err(db("inserting a hook record"))
     }
 

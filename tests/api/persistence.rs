@@ -96,3 +96,28 @@ async fn connections_dropped_while_idle_are_replaced_before_reuse() {
     store.close().await;
     db.cleanup().await;
 }
+
+/// Hook records go through their own connections, outside the pool
+/// (`WriteConnections`), with the same rule: one idle for a second or more
+/// is pinged before reuse, so a connection the server dropped meanwhile is
+/// replaced and the next hook is stored, not spooled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_connection_dropped_while_idle_is_replaced_before_the_next_hook() {
+    let app = spawn_app_with(Backend::Postgres, |_| {}).await;
+    let hook = fixture("hooks/cachexia-full.json");
+    assert_eq!(app.post_hook("cachexia-risk", &hook).await.status(), 200);
+
+    // The server drops every connection of the app (the database stays up).
+    set_database_available(app.db.url(), false).await;
+    set_database_available(app.db.url(), true).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+
+    assert_eq!(app.post_hook("cachexia-risk", &hook).await.status(), 200);
+    assert_eq!(
+        spooled_lines(app.spool_dir.path()),
+        0,
+        "stored, not spooled"
+    );
+    assert_eq!(app.db.count("invocations").await, 2);
+    app.cleanup().await;
+}
