@@ -128,8 +128,10 @@ impl WriteConnections {
         &self,
         statement: Query<'q, Postgres, PgArguments>,
     ) -> Result<(), sqlx::Error> {
-        // Never closed: `acquire` cannot fail.
-        let _permit = self.permits.acquire().await.ok();
+        // Closed with the store ([`Self::close`]), as the pool is.
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Err(sqlx::Error::PoolClosed);
+        };
         let mut conn = loop {
             match self.pop() {
                 Some((mut conn, since)) => {
@@ -143,8 +145,10 @@ impl WriteConnections {
         };
         let outcome = statement.execute(&mut conn).await;
         // A statement the database refused leaves the connection ready for
-        // the next one; any other error (I/O, protocol) may not.
-        if matches!(&outcome, Ok(_) | Err(sqlx::Error::Database(_))) {
+        // the next one; any other error (I/O, protocol) may not. After
+        // `close` the connection is dropped (closed) here instead.
+        let fit = matches!(&outcome, Ok(_) | Err(sqlx::Error::Database(_)));
+        if fit && !self.permits.is_closed() {
             self.idle
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -153,7 +157,10 @@ impl WriteConnections {
         outcome.map(|_| ())
     }
 
+    /// Refuse new writes, then close the idle connections; one in use is
+    /// closed when its write ends ([`Self::execute`]).
     async fn close(&self) {
+        self.permits.close();
         while let Some((conn, _)) = self.pop() {
             let _ = conn.close().await;
         }

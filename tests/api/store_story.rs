@@ -36,7 +36,24 @@ both_backends!(
     a_record_the_database_refuses_is_rolled_back_and_rejected_not_retried,
     a_hooks_jobs_reach_the_queue_once_even_through_the_spool,
     concurrent_hooks_are_all_stored_and_a_refused_one_fails_alone,
+    a_closed_store_refuses_hook_records,
 );
+
+/// After `close` a store writes nothing more (on PostgreSQL hook records use
+/// their own connections, outside the pool: those close with it).
+async fn a_closed_store_refuses_hook_records(db: &mut TestDb) {
+    let store = db.connect_again().await;
+    store
+        .record_hook(&hook_record("cachexia", "Patient/p-1", Utc::now()))
+        .await
+        .expect("open: stored");
+    store.close().await;
+    let refused = store
+        .record_hook(&hook_record("cachexia", "Patient/p-2", Utc::now()))
+        .await;
+    assert!(refused.is_err(), "closed: refused");
+    assert_eq!(db.count("invocations").await, 1);
+}
 
 async fn a_recorded_hook_reads_back_field_for_field(db: &mut TestDb) {
     let rec = hook_record("cachexia", "Patient/p-1", Utc::now());
