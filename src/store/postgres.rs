@@ -69,6 +69,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// [`PgStore::options`]); under load connections idle for milliseconds.
 pub(crate) const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
+/// The reuse rule of both the pool and [`WriteConnections`]: a connection
+/// idle for [`PING_IF_IDLE_FOR`] or longer is pinged first.
+async fn ping_if_idle(conn: &mut PgConnection, idle_for: Duration) -> Result<(), sqlx::Error> {
+    if idle_for >= PING_IF_IDLE_FOR {
+        conn.ping().await?;
+    }
+    Ok(())
+}
+
 fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     StoreError::db(POSTGRES, action)
 }
@@ -135,7 +144,7 @@ impl WriteConnections {
         let mut conn = loop {
             match self.pop() {
                 Some((mut conn, since)) => {
-                    if since.elapsed() < PING_IF_IDLE_FOR || conn.ping().await.is_ok() {
+                    if ping_if_idle(&mut conn, since.elapsed()).await.is_ok() {
                         break conn;
                     }
                     // Dropped by the server or a proxy while idle: closed here.
@@ -207,7 +216,7 @@ impl PgStore {
             // sqlx already pings every connection as it goes back to the pool
             // (sqlx-core 0.9 `PoolConnection::return_to_pool`); its default
             // second ping on every acquire was one more round trip, and one
-            // more wake-up of a backend, per query (the hook write's cost
+            // more wake-up of a backend, per query (on the hook write it cost
             // 8-16 % of the hooks per second under load: docs/benchmarks.md,
             // "One ping per hook write").
             // A connection that sat idle can have been dropped by the server
@@ -215,9 +224,7 @@ impl PgStore {
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
-                    if meta.idle_for >= PING_IF_IDLE_FOR {
-                        conn.ping().await?;
-                    }
+                    ping_if_idle(conn, meta.idle_for).await?;
                     Ok(true)
                 })
             });

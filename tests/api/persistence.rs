@@ -29,6 +29,14 @@ pub(crate) async fn set_database_available(db_url: &str, available: bool) {
     }
 }
 
+/// The server drops every connection to the database (which stays up), and
+/// then they sit idle past the store's 1 s ping threshold (`PING_IF_IDLE_FOR`).
+async fn drop_connections_then_idle(db_url: &str) {
+    set_database_available(db_url, false).await;
+    set_database_available(db_url, true).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+}
+
 fn spooled_lines(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
@@ -84,10 +92,7 @@ async fn connections_dropped_while_idle_are_replaced_before_reuse() {
     let store = db.connect_again().await;
     store.ping().await.unwrap();
 
-    // The server drops the store's connection (the database stays up).
-    set_database_available(db.url(), false).await;
-    set_database_available(db.url(), true).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    drop_connections_then_idle(db.url()).await;
 
     store
         .ping()
@@ -107,10 +112,7 @@ async fn a_write_connection_dropped_while_idle_is_replaced_before_the_next_hook(
     let hook = fixture("hooks/cachexia-full.json");
     assert_eq!(app.post_hook("cachexia-risk", &hook).await.status(), 200);
 
-    // The server drops every connection of the app (the database stays up).
-    set_database_available(app.db.url(), false).await;
-    set_database_available(app.db.url(), true).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    drop_connections_then_idle(app.db.url()).await;
 
     assert_eq!(app.post_hook("cachexia-risk", &hook).await.status(), 200);
     assert_eq!(
