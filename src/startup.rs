@@ -263,6 +263,7 @@ fn cors(origins: &[String]) -> Cors {
             header::HeaderName::from_static("x-total-time"),
             header::HeaderName::from_static("x-fhir-time"),
             header::HeaderName::from_static("x-inference-time"),
+            header::HeaderName::from_static("x-model-batch"),
             header::HeaderName::from_static("x-model-version"),
         ])
         .max_age(3600);

@@ -9,9 +9,10 @@
 #   ONCOHOOKS_BIN=path/to/oncohooks scripts/bench/hook-latency.sh ...   # skip the release build
 #   BENCH_SERVER_TIMES=1 scripts/bench/hook-latency.sh ...  # also the server's own times
 #
-# BENCH_SERVER_TIMES=1: hook.lua also collects each answer's x-total-time
-# and x-inference-time headers and prints their percentiles (wrk then reads
-# every response's headers, which costs it a little CPU).
+# BENCH_SERVER_TIMES=1: hook.lua also collects each answer's x-total-time,
+# x-inference-time and x-model-batch (hooks in its model pass) headers and
+# prints their percentiles (wrk then reads every response's headers, which
+# costs it a little CPU).
 #
 # After the measured run it prints the CPU time per hook of the server, of
 # PostgreSQL's processes and of everything else (from /proc), so a change can

@@ -49,15 +49,19 @@ end
 -- BENCH_SERVER_TIMES=1: also collect the server's own times per call:
 -- x-total-time (request received → record stored), to tell time spent
 -- inside the handler from time queued before it (socket, workers), and
--- x-inference-time (the model's call, queueing for the pool included).
+-- x-inference-time (the model's call, queueing for the pool included),
+-- and x-model-batch (how many hooks shared the call's model pass).
 if os.getenv("BENCH_SERVER_TIMES") == "1" then
   server_ms = {}
   inference_ms = {}
+  model_batch = {}
   function response(status, headers, body)
     local t = tonumber(headers["x-total-time"])
     if t then table.insert(server_ms, t) end
     local i = tonumber(headers["x-inference-time"])
     if i then table.insert(inference_ms, i) end
+    local b = tonumber(headers["x-model-batch"])
+    if b then table.insert(model_batch, b) end
   end
 end
 
@@ -70,7 +74,7 @@ function done(summary, latency, requests)
     summary.errors.status, summary.errors.connect, summary.errors.read,
     summary.errors.write, summary.errors.timeout))
   if os.getenv("BENCH_SERVER_TIMES") == "1" then
-    for _, name in ipairs({"server_ms", "inference_ms"}) do
+    for _, name in ipairs({"server_ms", "inference_ms", "model_batch"}) do
       local all = {}
       for _, t in ipairs(threads) do
         for _, v in ipairs(t:get(name)) do table.insert(all, v) end

@@ -85,6 +85,9 @@ pub struct ModelsSettings {
     /// Threads of the cachexia model's dedicated inference pool
     /// (`services::inference`); 0: half the CPUs, at least one.
     pub inference_threads: usize,
+    /// Most hooks whose cachexia model calls run in one pass when they
+    /// queue together (`services::inference::Batcher`); 1: one at a time.
+    pub inference_batch: usize,
 }
 
 impl Default for ModelsSettings {
@@ -95,6 +98,7 @@ impl Default for ModelsSettings {
             notes_inline_token_budget: 512,
             note_vectors_in_memory: 20_000,
             inference_threads: 0,
+            inference_batch: crate::services::cachexia::DEFAULT_MAX_BATCH,
         }
     }
 }
@@ -521,6 +525,7 @@ mod tests {
         assert_eq!(s.models.text_encoder_threads, 2);
         assert_eq!(s.models.notes_inline_token_budget, 512);
         assert_eq!(s.models.note_vectors_in_memory, 20_000);
+        assert_eq!(s.models.inference_batch, 8);
     }
 
     #[test]

@@ -131,7 +131,12 @@ pub async fn call_service(
                 json_rule_violations(&serde_json::to_value(&outcome.response).unwrap()).is_empty()
             );
             let total_ms = clock.elapsed().as_secs_f64() * 1e3;
-            Ok(HttpResponse::Ok()
+            let mut response = HttpResponse::Ok();
+            if let Some(n) = outcome.evaluation.model_batch {
+                // Hooks scored in the same model pass (1: alone).
+                response.insert_header(("x-model-batch", n.to_string()));
+            }
+            Ok(response
                 .insert_header(("x-total-time", format!("{total_ms:.1}")))
                 .insert_header(("x-fhir-time", format!("{:.1}", outcome.fhir_ms)))
                 .insert_header((

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::inference::InferencePool;
+use super::inference::{Batcher, InferencePool};
 use super::notes::{NotesOutcome, NotesPipeline};
 use super::{
     CdsService, Evaluation, FeatureValue, KeySource, Prediction, ServiceDefinition, ServiceError,
@@ -67,7 +67,18 @@ pub struct CachexiaService {
     /// Where model calls run (`services::inference`), never on the async
     /// workers.
     inference: Arc<InferencePool>,
+    /// Concurrent hooks' model calls, scored together on `inference`
+    /// (built with the model).
+    batcher: Option<ModelBatcher>,
+    /// Most hooks per model pass (`[models] inference_batch`).
+    max_batch: usize,
 }
+
+/// One hook's model inputs in, its prediction (or why there is none) out.
+type ModelBatcher = Batcher<RawInputs, Result<ModelPrediction, String>>;
+
+/// Hooks per model pass unless configured (`[models] inference_batch`).
+pub const DEFAULT_MAX_BATCH: usize = 8;
 
 impl CachexiaService {
     /// `notes_store`: the note-embedding cache shared by replicas (`None`
@@ -81,9 +92,14 @@ impl CachexiaService {
             ServiceDefinition::load(&settings.services.dir, SERVICE_ID, EMBEDDED_DEFINITION)?;
         let model = load_model(&definition);
         let inference = InferencePool::new(settings.models.inference_threads)?;
-        let mut service = Self::with_pool(definition, settings.clinical.clone(), inference)?
-            .with_imaging(imaging)
-            .with_model(model);
+        let mut service = Self::with_pool(
+            definition,
+            settings.clinical.clone(),
+            inference,
+            settings.models.inference_batch,
+        )?
+        .with_imaging(imaging)
+        .with_model(model);
         // The encoder (91 MB) is loaded only for a model that reads notes.
         if service.model_uses_notes() {
             match load_text_encoder(settings) {
@@ -140,6 +156,12 @@ impl CachexiaService {
 
     /// Use (or stop using) the multimodal model.
     pub fn with_model(mut self, model: Option<Arc<CachexiaEnsemble>>) -> Self {
+        self.batcher = model.as_ref().map(|m| {
+            let m = Arc::clone(m);
+            Batcher::new(Arc::clone(&self.inference), self.max_batch, move |raws| {
+                predict_batch(&m, raws)
+            })
+        });
         self.model = model;
         self
     }
@@ -150,15 +172,21 @@ impl CachexiaService {
         self
     }
 
-    /// With an inference pool of one thread per CPU.
+    /// With an inference pool of half the CPUs and the default batch.
     pub fn new(definition: ServiceDefinition, cutoffs: Cutoffs) -> anyhow::Result<Self> {
-        Self::with_pool(definition, cutoffs, InferencePool::new(0)?)
+        Self::with_pool(
+            definition,
+            cutoffs,
+            InferencePool::new(0)?,
+            DEFAULT_MAX_BATCH,
+        )
     }
 
     fn with_pool(
         definition: ServiceDefinition,
         cutoffs: Cutoffs,
         inference: InferencePool,
+        max_batch: usize,
     ) -> anyhow::Result<Self> {
         cutoffs.validate()?;
         let digest = Sha256::digest(serde_json::to_vec(&cutoffs)?);
@@ -172,8 +200,23 @@ impl CachexiaService {
             notes: None,
             notes_unavailable: "no text encoder is configured",
             inference: Arc::new(inference),
+            batcher: None,
+            max_batch,
         })
     }
+}
+
+/// One model pass for the hooks that queued together; a failure is
+/// the failing hook's alone (`CachexiaEnsemble::predict_each`).
+fn predict_batch(
+    model: &CachexiaEnsemble,
+    raws: Vec<RawInputs>,
+) -> Vec<Result<ModelPrediction, String>> {
+    model
+        .predict_each(&raws)
+        .into_iter()
+        .map(|r| r.map_err(|e| e.to_string()))
+        .collect()
 }
 
 fn load_text_encoder(settings: &Settings) -> anyhow::Result<TextEncoder> {
@@ -255,13 +298,13 @@ impl CdsService for CachexiaService {
         let risk = assessment.risk(&timeline, &self.cutoffs);
         let features = features::extract(&timeline);
         let applicable = timeline.has_active_cancer();
-        let ml = match (&self.model, applicable) {
-            (Some(model), true) => Some(self.predict(model, &timeline).await?),
+        let ml = match (&self.batcher, applicable) {
+            (Some(batcher), true) => Some(self.predict(batcher, &timeline).await?),
             _ => None,
         };
-        let (ml, notes) = match ml {
-            Some((p, n)) => (Some(p), n),
-            None => (None, None),
+        let (ml, notes, model_batch) = match ml {
+            Some((p, n, batch)) => (Some(p), n, Some(batch)),
+            None => (None, None, None),
         };
         let inference_ms = started.elapsed().as_secs_f64() * 1e3;
 
@@ -363,6 +406,7 @@ impl CdsService for CachexiaService {
             baselines,
             model,
             inference_ms,
+            model_batch,
         })
     }
 }
@@ -421,14 +465,13 @@ fn factor_label(name: &str) -> String {
 
 impl CachexiaService {
     /// The notes vector (cache, inline budget, queue: `services::notes`),
-    /// then model inference on the blocking pool: CPU work never runs on
-    /// the async workers.
+    /// then the model call on the inference pool, in one pass with the
+    /// hooks queued beside it: CPU work never runs on the async workers.
     async fn predict(
         &self,
-        model: &Arc<CachexiaEnsemble>,
+        batcher: &ModelBatcher,
         t: &Timeline,
-    ) -> Result<(ModelPrediction, Option<NotesOutcome>), ServiceError> {
-        let model = Arc::clone(model);
+    ) -> Result<(ModelPrediction, Option<NotesOutcome>, usize), ServiceError> {
         let mut raw = RawInputs::from_timeline(t, None);
         let notes = match &self.notes {
             Some(p) if !t.notes.is_empty() => {
@@ -442,13 +485,12 @@ impl CachexiaService {
             }
             _ => None,
         };
-        let p = self
-            .inference
-            .run(move || model.predict(&raw))
+        let (p, batch) = batcher
+            .run(raw)
             .await
-            .map_err(|e| ServiceError::Inference(e.to_string()))?
             .map_err(|e| ServiceError::Inference(e.to_string()))?;
-        Ok((p, notes))
+        let p = p.map_err(ServiceError::Inference)?;
+        Ok((p, notes, batch))
     }
 
     /// The model part of the card detail: risk, interval, confidence, the

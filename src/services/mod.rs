@@ -76,6 +76,9 @@ pub struct Evaluation {
     /// Model id, version, source label, whether it is synthetic-trained.
     pub model: Value,
     pub inference_ms: f64,
+    /// How many hooks the model pass that scored this one held
+    /// (`services::inference::Batcher`); `None` without a batched model call.
+    pub model_batch: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -825,6 +825,7 @@ impl CdsService for NoduleService {
             baselines: json!({"nodules": baselines_all}),
             model: self.model_meta(),
             inference_ms: started.elapsed().as_secs_f64() * 1e3,
+            model_batch: None,
         })
     }
 }
@@ -1094,6 +1095,7 @@ impl NoduleService {
             baselines: Value::Null,
             model: self.model_meta(),
             inference_ms: started.elapsed().as_secs_f64() * 1e3,
+            model_batch: None,
         }
     }
 

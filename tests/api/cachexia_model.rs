@@ -11,6 +11,8 @@ struct ModelCard {
     label: String,
     detail: String,
     model_version: String,
+    /// `x-model-batch`: hooks scored in the same model pass.
+    model_batch: Option<usize>,
 }
 
 async fn model_card(app: &crate::helpers::TestApp, rel: &str) -> ModelCard {
@@ -25,6 +27,10 @@ async fn model_card(app: &crate::helpers::TestApp, rel: &str) -> ModelCard {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let model_batch = resp
+        .headers()
+        .get("x-model-batch")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
     let body: Value = resp.json().await.unwrap();
     assert!(
         oncohooks::cds::card::json_rule_violations(&body).is_empty(),
@@ -37,6 +43,7 @@ async fn model_card(app: &crate::helpers::TestApp, rel: &str) -> ModelCard {
         label: s(&card["source"]["label"]),
         detail: s(&card["detail"]),
         model_version,
+        model_batch,
     }
 }
 
@@ -111,6 +118,69 @@ async fn demographics_only_still_gets_a_model_card_with_lower_confidence() {
         "demographics only:\n{d}\nfull:\n{}",
         full.detail
     );
+    app.cleanup().await;
+}
+
+/// The model's lines of a card: risk and spread, confidence and set, the
+/// review gate, modalities and factors (not the notes' cache status).
+fn model_lines(detail: &str) -> Vec<&str> {
+    detail
+        .lines()
+        .filter(|l| {
+            [
+                "**Model:",
+                "- Confidence:",
+                "- **Expert review",
+                "- Modalities used:",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+                || l.contains("(computed by the model")
+        })
+        .collect()
+}
+
+/// Hooks that arrive together share model passes ("batched when
+/// concurrent", issue 4 §6) and each still gets its own patient's numbers:
+/// the same lines as when it was scored alone, and every call stored.
+#[tokio::test]
+async fn concurrent_hooks_share_model_passes_and_get_their_own_cards() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        // One model thread, so that hooks queue behind each other's pass.
+        s.models.inference_threads = 1;
+        s.models.inference_batch = 4;
+    })
+    .await;
+    let fixtures = ["hooks/cachexia-full.json", "hooks/demographics-only.json"];
+    let mut alone = Vec::new();
+    for f in fixtures {
+        let c = model_card(&app, f).await;
+        assert_eq!(
+            c.model_batch,
+            Some(1),
+            "a hook on an idle server is scored alone"
+        );
+        alone.push(c.detail);
+    }
+    assert_ne!(model_lines(&alone[0]), model_lines(&alone[1]));
+    let calls = 24;
+    let cards =
+        futures_util::future::join_all((0..calls).map(|i| model_card(&app, fixtures[i % 2]))).await;
+    for (i, c) in cards.iter().enumerate() {
+        assert_eq!(
+            model_lines(&c.detail),
+            model_lines(&alone[i % 2]),
+            "call {i} ({})",
+            fixtures[i % 2]
+        );
+        let n = c.model_batch.expect("x-model-batch");
+        assert!((1..=4).contains(&n), "{n}");
+    }
+    // Passes held several hooks: calls queued while the model thread was
+    // busy.
+    let shared = cards.iter().filter(|c| c.model_batch > Some(1)).count();
+    assert!(shared > 0, "no model pass held more than one hook");
+    assert_eq!(app.db.count("predictions").await, 2 + calls as i64);
     app.cleanup().await;
 }
 

@@ -309,12 +309,53 @@ impl CachexiaEnsemble {
 
     /// Encode, predict and explain one patient.
     pub fn predict(&self, raw: &RawInputs) -> candle_core::Result<ModelPrediction> {
+        let mut out = self.predict_many(std::slice::from_ref(raw))?;
+        Ok(out.remove(0))
+    }
+
+    /// Encode, predict and explain several patients in one pass: every
+    /// patient's rows (itself, then one per left-out modality and input)
+    /// go through [`Self::member_logits`] together, so concurrent hooks
+    /// share the per-call and per-op cost (issue 4 §6, "batched when
+    /// concurrent"). Each patient's answer equals [`Self::predict`]'s on it
+    /// alone: every row is computed independently of the others
+    /// (`predict_many_equals_predict_one_at_a_time`).
+    pub fn predict_many(&self, raws: &[RawInputs]) -> candle_core::Result<Vec<ModelPrediction>> {
+        let plans: Vec<RowPlan> = raws.iter().map(|raw| self.plan(raw)).collect();
+        let refs: Vec<&Encoded> = plans.iter().flat_map(|p| p.rows.iter()).collect();
+        let (probs, members) = self.probabilities(&refs)?;
+        let mut start = 0;
+        Ok(plans
+            .into_iter()
+            .map(|plan| {
+                let n = plan.rows.len();
+                let member_p: Vec<f64> = members.iter().map(|m| m[start]).collect();
+                let out = self.explain(plan, &probs[start..start + n], &member_p);
+                start += n;
+                out
+            })
+            .collect())
+    }
+
+    /// [`Self::predict_many`], one answer per patient: a pass that fails
+    /// (a candle error; inputs built by `RawInputs::from_timeline` should
+    /// never cause one) is retried patient by patient, so one patient's
+    /// bad input cannot fail the others' (the server's batched calls).
+    pub fn predict_each(&self, raws: &[RawInputs]) -> Vec<candle_core::Result<ModelPrediction>> {
+        match self.predict_many(raws) {
+            Ok(ps) => ps.into_iter().map(Ok).collect(),
+            Err(e) if raws.len() == 1 => vec![Err(e)],
+            Err(_) => raws.iter().map(|raw| self.predict(raw)).collect(),
+        }
+    }
+
+    /// The rows one patient needs. Row 0: the patient; then one row per
+    /// present modality without it; then one row per present continuous
+    /// input without it.
+    fn plan(&self, raw: &RawInputs) -> RowPlan {
         let mut e = self.meta.standardizer.encode(raw);
         let had = e.present;
         self.mask_untrained(&mut e);
-
-        // Row 0: the patient; then one row per present modality without it;
-        // then one row per present continuous input without it.
         let mut rows = vec![e.clone()];
         let mut labels: Vec<(String, &'static str)> = Vec::new();
         for (i, m) in MODALITIES.iter().enumerate() {
@@ -339,13 +380,22 @@ impl CachexiaEnsemble {
                 }
             }
         }
-        let refs: Vec<&Encoded> = rows.iter().collect();
-        let (probs, members) = self.probabilities(&refs)?;
+        RowPlan {
+            present: e.present,
+            had,
+            rows,
+            labels,
+        }
+    }
+
+    /// One patient's answer from its rows' probabilities (`probs[0]` is
+    /// the patient's) and each member's probability of row 0.
+    fn explain(&self, plan: RowPlan, probs: &[f64], member_p: &[f64]) -> ModelPrediction {
         let p = probs[0];
-        let member_p: Vec<f64> = members.iter().map(|m| m[0]).collect();
         let lo = member_p.iter().copied().fold(1.0, f64::min);
         let hi = member_p.iter().copied().fold(0.0, f64::max);
-        let mut factors: Vec<Factor> = labels
+        let mut factors: Vec<Factor> = plan
+            .labels
             .into_iter()
             .zip(&probs[1..])
             .map(|((name, kind), q)| Factor {
@@ -377,11 +427,11 @@ impl CachexiaEnsemble {
             MODALITIES
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| e.present[*i] == want && had[*i] == had_it)
+                .filter(|(i, _)| plan.present[*i] == want && plan.had[*i] == had_it)
                 .map(|(_, m)| *m)
                 .collect::<Vec<_>>()
         };
-        Ok(ModelPrediction {
+        ModelPrediction {
             risk: p,
             interval: (lo, hi),
             prediction_set: set,
@@ -393,8 +443,20 @@ impl CachexiaEnsemble {
             modalities_missing: pick(false, false),
             modalities_not_used: pick(false, true),
             factors,
-        })
+        }
     }
+}
+
+/// What [`CachexiaEnsemble::plan`] builds for one patient.
+struct RowPlan {
+    /// Modalities present after masking those the model was not trained on.
+    present: [bool; MODALITIES.len()],
+    /// Modalities with data, before that masking.
+    had: [bool; MODALITIES.len()],
+    rows: Vec<Encoded>,
+    /// Per row after the first: what it leaves out, and whether that is a
+    /// modality or an input.
+    labels: Vec<(String, &'static str)>,
 }
 
 fn round2(x: f64) -> f64 {

@@ -228,6 +228,72 @@ fn notes_embeddings_are_used_and_cached_by_content() {
     assert!(p.modalities_used.contains(&Modality::Notes));
 }
 
+/// Several patients in one pass (concurrent hooks, issue 4 §6) get what
+/// each gets alone: same risk, spread, set, gate, modalities and factors.
+/// Twenty patients, some stripped to demographics, span several of
+/// `member_logits`' chunks, so rows of one patient land in two.
+#[test]
+fn predict_many_equals_predict_one_at_a_time() {
+    let embedder = HashingEmbedder {
+        calls: AtomicUsize::new(0),
+    };
+    let ds = dataset(Some(&embedder));
+    let model = train(&ds, &tiny_options(4), None).unwrap();
+    let mut raws: Vec<RawInputs> = ds.examples.iter().take(20).map(|e| e.raw.clone()).collect();
+    for raw in raws.iter_mut().step_by(4) {
+        for (i, m) in MODALITIES.iter().enumerate() {
+            if *m != Modality::Clinical {
+                raw.continuous[i].iter_mut().for_each(|x| *x = f64::NAN);
+            }
+        }
+        raw.notes = None;
+    }
+    let many = model.predict_many(&raws).unwrap();
+    assert_eq!(many.len(), raws.len());
+    for (raw, got) in raws.iter().zip(&many) {
+        let want = model.predict(raw).unwrap();
+        assert!(
+            (got.risk - want.risk).abs() < 1e-6,
+            "{} vs {}",
+            got.risk,
+            want.risk
+        );
+        assert!((got.interval.0 - want.interval.0).abs() < 1e-6);
+        assert!((got.interval.1 - want.interval.1).abs() < 1e-6);
+        assert_eq!(got.prediction_set, want.prediction_set);
+        assert_eq!(got.review_suggested, want.review_suggested);
+        assert_eq!(got.modalities_used, want.modalities_used);
+        assert_eq!(got.modalities_missing, want.modalities_missing);
+        assert_eq!(got.factors.len(), want.factors.len());
+        for (g, w) in got.factors.iter().zip(&want.factors) {
+            // Rounded to 0.01 pp: a last-bit difference may round apart.
+            assert!((g.delta_pp - w.delta_pp).abs() <= 0.011, "{g:?} vs {w:?}");
+        }
+        let names = |fs: &[super::ensemble::Factor]| {
+            let mut v: Vec<String> = fs.iter().map(|f| f.name.clone()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&got.factors), names(&want.factors));
+    }
+    // Not one patient's answer repeated: the batch holds different risks.
+    let mut risks: Vec<f64> = many.iter().map(|p| p.risk).collect();
+    risks.dedup();
+    assert!(risks.len() > 10);
+    assert!(model.predict_many(&[]).unwrap().is_empty());
+
+    // One patient whose notes vector has the wrong width fails the pass;
+    // `predict_each` then answers the others as if alone.
+    let mut bad = raws[1].clone();
+    bad.notes = Some(vec![0.1; 10]);
+    let mixed = [raws[1].clone(), bad.clone(), raws[2].clone()];
+    assert!(model.predict_many(&mixed).is_err());
+    let each = model.predict_each(&mixed);
+    assert!(each[1].is_err());
+    assert_eq!(each[0].as_ref().unwrap(), &model.predict(&raws[1]).unwrap());
+    assert_eq!(each[2].as_ref().unwrap(), &model.predict(&raws[2]).unwrap());
+}
+
 #[test]
 fn a_model_trained_without_notes_ignores_a_notes_embedding() {
     let ds = dataset(None);
