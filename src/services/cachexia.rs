@@ -75,7 +75,7 @@ pub struct CachexiaService {
 }
 
 /// One hook's model inputs in, its prediction (or why there is none) out.
-type ModelBatcher = Batcher<RawInputs, Result<ModelPrediction, String>>;
+type ModelBatcher = Batcher<RawInputs, candle_core::Result<ModelPrediction>>;
 
 /// Hooks per model pass unless configured (`[models] inference_batch`).
 pub const DEFAULT_MAX_BATCH: usize = 8;
@@ -158,8 +158,9 @@ impl CachexiaService {
     pub fn with_model(mut self, model: Option<Arc<CachexiaEnsemble>>) -> Self {
         self.batcher = model.as_ref().map(|m| {
             let m = Arc::clone(m);
+            // A failure is the failing hook's alone (`predict_each`).
             Batcher::new(Arc::clone(&self.inference), self.max_batch, move |raws| {
-                predict_batch(&m, raws)
+                m.predict_each(&raws)
             })
         });
         self.model = model;
@@ -204,19 +205,6 @@ impl CachexiaService {
             max_batch,
         })
     }
-}
-
-/// One model pass for the hooks that queued together; a failure is
-/// the failing hook's alone (`CachexiaEnsemble::predict_each`).
-fn predict_batch(
-    model: &CachexiaEnsemble,
-    raws: Vec<RawInputs>,
-) -> Vec<Result<ModelPrediction, String>> {
-    model
-        .predict_each(&raws)
-        .into_iter()
-        .map(|r| r.map_err(|e| e.to_string()))
-        .collect()
 }
 
 fn load_text_encoder(settings: &Settings) -> anyhow::Result<TextEncoder> {
@@ -489,7 +477,7 @@ impl CachexiaService {
             .run(raw)
             .await
             .map_err(|e| ServiceError::Inference(e.to_string()))?;
-        let p = p.map_err(ServiceError::Inference)?;
+        let p = p.map_err(|e| ServiceError::Inference(e.to_string()))?;
         Ok((p, notes, batch))
     }
 
