@@ -18,6 +18,9 @@
 //! page faults, and without the variable candle parses `/proc/cpuinfo` on
 //! every matrix product; neither is what the server does.
 
+mod common;
+
+use common::median;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -40,11 +43,6 @@ impl NotesEmbedder for FixedEmbedder {
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn main() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {

@@ -15,6 +15,9 @@
 //! `MINILM_BENCH_REPS` (default 7) passes over all sentences after one
 //! warm-up pass. Lines starting with `RESULT` are machine-readable.
 
+mod common;
+
+use common::median;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -25,11 +28,6 @@ use oncohooks::ml::{TextEncoder, TextEncoderOptions};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 const THREADS: usize = 2;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn time(reps: usize, mut f: impl FnMut()) -> Duration {
     f();

@@ -14,16 +14,14 @@
 //! It also checks the features against the pyradiomics reference JSON.
 //! Output lines starting with `RESULT` are parsed by scripts/bench-radiomics.sh.
 
+mod common;
+
+use common::median;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use oncohooks::imaging::nrrd::{read_nrrd_f32, read_nrrd_mask};
 use oncohooks::radiomics::{Settings, cli_extract, extract};
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn time<T>(reps: usize, mut f: impl FnMut() -> T) -> Duration {
     // One warm-up run (page cache, allocator), then the timed repetitions.
